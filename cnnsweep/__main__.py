@@ -1,0 +1,3 @@
+from cnnsweep.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""Source ``imagefolder``: ``train/<class>/*`` and ``test/<class>/*`` images, in a folder or a tar.
+
+Images may be JPEG or PNG, of any size, grayscale or colour. The data set takes 1 channel when
+every image is grayscale and 3 otherwise; images whose size differs from the most common one are
+resized to it (bilinear), so that the whole set is one array.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cnnsweep.data.dataset import ImageDataset
+from cnnsweep.errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLITS = ("train", "test")
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+# (split, class, display name, raw bytes or path)
+Entry = tuple[str, str, str, "bytes | Path"]
+
+
+def find_root(folder: Path) -> Path | None:
+    """The folder holding ``train/`` and ``test/``: ``folder`` itself or its only sub-folder."""
+    if all((folder / s).is_dir() for s in SPLITS):
+        return folder
+    children = [c for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    if len(children) == 1 and all((children[0] / s).is_dir() for s in SPLITS):
+        return children[0]
+    return None
+
+
+def folder_files(root: Path) -> list[Path]:
+    """Every image file under ``root/train`` and ``root/test`` (for fingerprinting)."""
+    return [
+        path
+        for split in SPLITS
+        for path in (root / split).rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    ]
+
+
+def folder_entries(root: Path) -> list[Entry]:
+    entries: list[Entry] = []
+    for split in SPLITS:
+        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            for path in sorted(class_dir.iterdir()):
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                    entries.append((split, class_dir.name, str(path), path))
+    return entries
+
+
+def archive_entries(archive: Path) -> list[Entry]:
+    """Image members laid out as ``[prefix/]train|test/<class>/<file>``, read in one pass."""
+    entries: list[Entry] = []
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                parts = PurePosixPath(member.name).parts
+                if not member.isfile() or len(parts) < 3:
+                    continue
+                split, class_name, filename = parts[-3:]
+                if split in SPLITS and PurePosixPath(filename).suffix.lower() in IMAGE_SUFFIXES:
+                    blob = tar.extractfile(member).read()
+                    entries.append((split, class_name, f"{archive}:{member.name}", blob))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read archive {archive}: {exc}") from None
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    return entries
+
+
+def _open(name: str, content: bytes | Path) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(content) if isinstance(content, bytes) else content)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"corrupt image {name}: {exc}") from None
+    return image
+
+
+def _classes(entries: Iterable[Entry], source: str) -> tuple[str, ...]:
+    found = {split: sorted({e[1] for e in entries if e[0] == split}) for split in SPLITS}
+    if not found["train"]:
+        raise DataError(f"no class folders with images under {source}/train")
+    if found["train"] != found["test"]:
+        only_train = sorted(set(found["train"]) - set(found["test"]))
+        only_test = sorted(set(found["test"]) - set(found["train"]))
+        raise DataError(
+            f"train and test have different classes in {source}: "
+            f"only in train {only_train}, only in test {only_test}"
+        )
+    return tuple(found["train"])
+
+
+def decode(entries: list[Entry], source: str, fingerprint: str) -> ImageDataset:
+    """Decode every image (one pass to open, one to convert) into uint8 NCHW arrays."""
+    classes = _classes(entries, source)
+    class_index = {name: i for i, name in enumerate(classes)}
+    images = [_open(name, content) for _, _, name, content in entries]
+    grayscale = all(im.mode in _GRAY_MODES for im in images)
+    mode, channels = ("L", 1) if grayscale else ("RGB", 3)
+    width, height = Counter(im.size for im in images).most_common(1)[0][0]
+
+    arrays = {split: np.empty((0, channels, height, width), np.uint8) for split in SPLITS}
+    labels = {}
+    for split in SPLITS:
+        chosen = [i for i, e in enumerate(entries) if e[0] == split]
+        out = np.empty((len(chosen), height, width, channels), np.uint8)
+        for row, i in enumerate(chosen):
+            out[row] = _to_array(images[i], mode, (width, height), channels)
+            images[i].close()
+        arrays[split] = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        labels[split] = np.asarray([class_index[entries[i][1]] for i in chosen], np.int64)
+    return ImageDataset(
+        arrays["train"],
+        labels["train"],
+        arrays["test"],
+        labels["test"],
+        classes,
+        source=f"imagefolder:{source}",
+        fingerprint=fingerprint,
+    )
+
+
+def _to_array(image: Image.Image, mode: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image, np.uint8).reshape(size[1], size[0], channels)

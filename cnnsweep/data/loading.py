@@ -1,0 +1,104 @@
+"""``load_data(path)``: detect what a data path is, decode it once, and reuse the cache after that.
+
+Accepted: the official ``cifar-10-python.tar.gz`` or its extracted folder; a class-folder tree
+(``train/<class>/*``, ``test/<class>/*``) as a folder or a tar archive. With no path, CIFAR-10 is
+downloaded once into the cache folder and reused.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from cnnsweep.data import cache, cifar10, imagefolder
+from cnnsweep.data.dataset import ImageDataset
+from cnnsweep.errors import DataError
+
+
+def load_data(
+    path: str | Path | None = None, *, use_cache: bool = True, progress: bool = True
+) -> ImageDataset:
+    """Load a data set; a second load of the same unchanged source comes from the cache."""
+    if path is None:
+        path = ensure_cifar10(progress=progress)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"data path does not exist: {path}")
+    kind, root = _locate(path)
+    fingerprint = cache.fingerprint_files(kind, root, _source_files(kind, root))
+    if use_cache and (cached := cache.load_cached(fingerprint)) is not None:
+        return cached
+
+    if kind == "archive":
+        kind = _archive_kind(root)  # lists the members: seconds for a large .tar.xz
+    if kind == "cifar10-dir":
+        dataset = cifar10.read_folder(root, fingerprint)
+    elif kind == "cifar10-archive":
+        if root.name == cifar10.ARCHIVE_NAME and root.stat().st_size == cifar10.ARCHIVE_SIZE:
+            cifar10.verify_md5(root, cifar10.MD5)  # it claims to be the official archive
+        dataset = cifar10.read_archive(root, fingerprint)
+    elif kind == "imagefolder-dir":
+        dataset = imagefolder.decode(imagefolder.folder_entries(root), str(root), fingerprint)
+    else:
+        dataset = imagefolder.decode(imagefolder.archive_entries(root), str(root), fingerprint)
+    if use_cache:
+        cache.save_cached(dataset)  # only after the whole source decoded without error
+    return dataset
+
+
+def detect(path: Path) -> tuple[str, Path]:
+    """Return (kind, root): which source ``path`` holds and the folder or file to read."""
+    kind, root = _locate(path)
+    return (_archive_kind(root), root) if kind == "archive" else (kind, root)
+
+
+def _source_files(kind: str, root: Path) -> list[Path]:
+    if kind == "imagefolder-dir":
+        return imagefolder.folder_files(root)
+    if kind == "cifar10-dir":
+        names = (*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH, cifar10.META_FILE)
+        return [root / n for n in names if (root / n).exists()]
+    return [root]
+
+
+def _locate(path: Path) -> tuple[str, Path]:
+    """Cheap detection: folders are inspected; a file is only checked to be a tar archive."""
+    if path.is_dir():
+        for candidate in (path, path / cifar10.FOLDER_NAME):
+            if (candidate / cifar10.TRAIN_BATCHES[0]).is_file():
+                return "cifar10-dir", candidate
+        root = imagefolder.find_root(path)
+        if root is not None:
+            return "imagefolder-dir", root
+        raise DataError(f"no train/ and test/ class folders, nor CIFAR-10 batch files, in {path}")
+    if not tarfile.is_tarfile(path):
+        raise DataError(f"not a folder or a tar archive: {path}")
+    return "archive", path
+
+
+def _archive_kind(path: Path) -> str:
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            names = tar.getnames()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read archive {path}: {exc}") from None
+    if any(Path(n).name == cifar10.TRAIN_BATCHES[0] for n in names):
+        return "cifar10-archive"
+    if any(set(Path(n).parts) & set(imagefolder.SPLITS) for n in names):
+        return "imagefolder-archive"
+    raise DataError(f"archive {path} holds neither CIFAR-10 batches nor train/ and test/ folders")
+
+
+def ensure_cifar10(*, url: str = cifar10.URL, md5: str = cifar10.MD5, progress=True) -> Path:
+    """The extracted official CIFAR-10 in the cache; downloaded and extracted the first time."""
+    home = cache.cache_root() / "cifar10"
+    folder = home / cifar10.FOLDER_NAME
+    if (folder / cifar10.TEST_BATCH).is_file():
+        return folder
+    archive = home / cifar10.ARCHIVE_NAME
+    if not archive.is_file():
+        cifar10.download(url, archive, md5, progress=progress)
+    else:
+        cifar10.verify_md5(archive, md5)
+    cifar10.safe_extract(archive, home)
+    return folder

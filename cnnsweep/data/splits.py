@@ -1,0 +1,23 @@
+"""Seeded splits of the training images by fraction (the report's 70/30 and 90/10)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnsweep.errors import ConfigError
+
+
+def split_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle ``range(count)`` with ``seed`` and cut it at ``int(count * fraction)``.
+
+    The cut is the report's ``train_len = int(len(full_dataset) * train_frac)``; the shuffle is
+    the same for every configuration with the same seed, so runs that differ only in a training
+    setting see the same images.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"invalid split fraction {fraction}: must be between 0 and 1, exclusive")
+    first = int(count * fraction)
+    if first == 0 or first == count:
+        raise ConfigError(f"split {fraction} of {count} images leaves one side empty")
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[:first]), np.sort(order[first:])

@@ -1,0 +1,76 @@
+"""What one run produces: per-epoch metrics and the final result (no PyTorch here, so that the
+store and the report can read results without importing it). Accuracies are percentages."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from cnnsweep.config import TrainConfig
+
+StopReason = Literal["patience", "max_epochs", "diverged"]
+
+# The columns of the report's results_reduced.csv, in its order.
+REPORT_COLUMNS = (
+    "lr",
+    "batch_size",
+    "optimizer",
+    "train_pct",
+    "test_pct",
+    "batch_norm",
+    "dropout",
+    "best_train_acc",
+    "epochs_run",
+    "test_accuracy",
+    "train_time",
+)
+
+
+class EpochMetrics(BaseModel):
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    epoch_time: float  # seconds: training and validation of this epoch
+    images_per_second: float  # training images / training seconds
+
+
+class RunResult(BaseModel):
+    config: TrainConfig
+    stop_reason: StopReason
+    epochs_trained: int
+    best_epoch: int  # epoch of the best monitored value (the report's "epochs_run")
+    train_loss: float  # of the last epoch
+    train_accuracy: float  # of the last epoch
+    best_train_accuracy: float  # the report's "best_train_acc"
+    val_loss: float | None = None  # at the best epoch (holdout)
+    val_accuracy: float | None = None
+    test_loss: float
+    test_accuracy: float  # official test set (holdout) or the held-out part (seed)
+    train_time: float  # seconds of the epoch loop, final test excluded
+    images_per_second: float  # mean training throughput over the epochs
+    train_size: int
+    val_size: int
+    test_size: int
+    device: str
+    precision: str  # "bf16-autocast" or "fp32"
+    history: list[EpochMetrics]
+
+    def report_row(self) -> dict:
+        """The report's CSV row (its column names and meanings, quirks included)."""
+        split = self.config.split
+        return {
+            "lr": self.config.lr,
+            "batch_size": self.config.batch_size,
+            "optimizer": self.config.optimizer,
+            "train_pct": split,
+            "test_pct": round(1 - split, 10),
+            "batch_norm": self.config.batch_norm,
+            "dropout": self.config.dropout,
+            "best_train_acc": self.best_train_accuracy,
+            "epochs_run": self.best_epoch,
+            "test_accuracy": self.test_accuracy,
+            "train_time": round(self.train_time, 2),
+        }

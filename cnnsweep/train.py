@@ -1,0 +1,244 @@
+"""One training run: ``train(config, data, device, on_epoch) -> RunResult``.
+
+A linear loop in the manner of nanoGPT's: prepare the splits on the device, build the model and
+optimizer, train epoch by epoch with early stopping, then score the test images once. It knows
+nothing of studies or storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnsweep.config import TrainConfig
+from cnnsweep.data.dataset import ImageDataset
+from cnnsweep.data.device import REPORT_MEAN, REPORT_STD, DeviceImages, channel_stats
+from cnnsweep.data.splits import split_indices
+from cnnsweep.devices import bf16_supported, synchronize
+from cnnsweep.errors import ConfigError
+from cnnsweep.models import create_model
+from cnnsweep.results import EpochMetrics, RunResult
+
+EpochCallback = Callable[[EpochMetrics], None]
+BatchCallback = Callable[[int, int], None]  # (batches done in this epoch, batches per epoch)
+DIVERGENCE_CHECK_EVERY = 50  # steps; each check waits for the device, so not every step
+
+
+@dataclass
+class _Splits:
+    train: DeviceImages
+    val: DeviceImages | None
+    test: DeviceImages
+
+
+def train(
+    config: TrainConfig,
+    data: ImageDataset,
+    device: torch.device | str = "cpu",
+    on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+) -> RunResult:
+    device = torch.device(device)
+    splits = _prepare_splits(config, data, device)
+    if config.batch_size > len(splits.train):
+        raise ConfigError(
+            f"batch size {config.batch_size} is larger than the training split "
+            f"({len(splits.train)} images)"
+        )
+
+    torch.manual_seed(config.seed)  # model initialisation
+    model = create_model(
+        config.model,
+        num_classes=data.num_classes,
+        in_channels=data.channels,
+        image_size=data.image_size,
+        batch_norm=config.batch_norm,
+        dropout=config.dropout,
+        width=config.width,
+    ).to(device, memory_format=torch.channels_last)
+    step_model = torch.compile(model) if config.compile else model
+    optimizer = make_optimizer(config, model.parameters())
+    use_bf16 = config.amp and bf16_supported(device)
+    batch_order = torch.Generator(device=device).manual_seed(config.seed)
+
+    history: list[EpochMetrics] = []
+    best_value, best_epoch, best_state, waited = None, 0, None, 0
+    stop_reason = "max_epochs"
+    loop_start = time.perf_counter()
+    for epoch in range(1, config.max_epochs + 1):
+        epoch_start = time.perf_counter()
+        train_loss, train_acc = _train_epoch(
+            step_model, optimizer, splits.train, config, batch_order, use_bf16, on_batch
+        )
+        synchronize(device)
+        train_seconds = time.perf_counter() - epoch_start
+        val_loss = val_acc = None
+        if splits.val is not None and math.isfinite(train_loss):
+            val_loss, val_acc = evaluate(step_model, splits.val, config.eval_batch_size, use_bf16)
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            epoch_time=time.perf_counter() - epoch_start,
+            images_per_second=len(splits.train) / train_seconds,
+        )
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+        if not math.isfinite(train_loss):
+            stop_reason = "diverged"
+            break
+
+        value = getattr(metrics, config.monitor)
+        if best_value is None or _improved(value, best_value, config):
+            best_value, best_epoch, waited = value, epoch, 0
+            if config.restore_best:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= config.patience:
+                stop_reason = "patience"
+                break
+    train_time = time.perf_counter() - loop_start
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test_loss, test_acc = evaluate(step_model, splits.test, config.eval_batch_size, use_bf16)
+    best = history[best_epoch - 1] if best_epoch else history[-1]
+    return RunResult(
+        config=config,
+        stop_reason=stop_reason,
+        epochs_trained=len(history),
+        best_epoch=best_epoch,
+        train_loss=history[-1].train_loss,
+        train_accuracy=history[-1].train_accuracy,
+        best_train_accuracy=max(_finite(m.train_accuracy) for m in history),
+        val_loss=best.val_loss,
+        val_accuracy=best.val_accuracy,
+        test_loss=test_loss,
+        test_accuracy=test_acc,
+        train_time=train_time,
+        images_per_second=sum(m.images_per_second for m in history) / len(history),
+        train_size=len(splits.train),
+        val_size=len(splits.val) if splits.val is not None else 0,
+        test_size=len(splits.test),
+        device=str(device),
+        precision="bf16-autocast" if use_bf16 else "fp32",
+        history=history,
+    )
+
+
+def _prepare_splits(config: TrainConfig, data: ImageDataset, device: torch.device) -> _Splits:
+    """seed: training images -> train/"test"; holdout: -> train/val, plus the official test."""
+    if config.max_train_images or config.max_test_images:
+        data = data.subset(config.max_train_images, config.max_test_images, seed=0)
+    train_idx, rest_idx = split_indices(len(data.train_labels), config.split, config.seed)
+    train_images = data.train_images[train_idx]
+    if config.normalization == "report" or (
+        config.normalization == "auto" and config.protocol == "seed" and data.channels == 3
+    ):
+        mean, std = REPORT_MEAN, REPORT_STD
+    else:
+        mean, std = channel_stats(train_images)
+    if data.channels != len(mean):
+        raise ConfigError(
+            f"normalization 'report' needs 3-channel images; this data set has {data.channels}"
+        )
+
+    def on_device(images, labels) -> DeviceImages:
+        return DeviceImages(images, labels, device, mean, std)
+
+    train = on_device(train_images, data.train_labels[train_idx])
+    rest = on_device(data.train_images[rest_idx], data.train_labels[rest_idx])
+    if config.protocol == "seed":
+        return _Splits(train=train, val=None, test=rest)
+    return _Splits(train=train, val=rest, test=on_device(data.test_images, data.test_labels))
+
+
+def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    """The report's optimizers (SGD momentum 0.9, library defaults otherwise), fused if possible."""
+    parameters = list(parameters)
+    kind, options = {
+        "sgd": (torch.optim.SGD, {"momentum": 0.9}),
+        "rmsprop": (torch.optim.RMSprop, {}),
+        "adam": (torch.optim.Adam, {}),
+    }[config.optimizer]
+    # One fused kernel over all 35M parameters is much faster than a per-tensor loop, on CPU too.
+    with contextlib.suppress(RuntimeError, TypeError, ValueError):
+        return kind(parameters, lr=config.lr, fused=True, **options)
+    return kind(parameters, lr=config.lr, foreach=True, **options)
+
+
+def _autocast(images: torch.Tensor, use_bf16: bool):
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=images.device.type, dtype=torch.bfloat16)
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DeviceImages,
+    config: TrainConfig,
+    generator: torch.Generator,
+    use_bf16: bool,
+    on_batch: BatchCallback | None,
+) -> tuple[float, float]:
+    """One epoch; returns (mean loss, accuracy %). Sums stay on the device until the end."""
+    model.train()
+    loss_sum = torch.zeros((), device=data.device)
+    correct = torch.zeros((), dtype=torch.long, device=data.device)
+    seen = 0
+    batches = math.ceil(len(data) / config.batch_size)
+    for step, (images, labels) in enumerate(
+        data.epoch_batches(config.batch_size, generator, config.augment), start=1
+    ):
+        with _autocast(images, use_bf16):
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+        if on_batch is not None:
+            on_batch(step, batches)
+        if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            break  # no point in finishing an epoch of NaNs
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, data: DeviceImages, batch_size: int, use_bf16: bool
+) -> tuple[float, float]:
+    """(mean loss, accuracy %) in large batches, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=data.device)
+    correct = torch.zeros((), dtype=torch.long, device=data.device)
+    for images, labels in data.eval_batches(batch_size):
+        with _autocast(images, use_bf16):
+            logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    return loss_sum.item() / len(data), 100.0 * correct.item() / len(data)
+
+
+def _improved(value: float, best: float, config: TrainConfig) -> bool:
+    if config.mode == "max":
+        return value > best + config.min_delta
+    return value < best - config.min_delta
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
