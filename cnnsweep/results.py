@@ -56,6 +56,7 @@ class RunResult(BaseModel):
     test_size: int
     device: str
     precision: str  # "bf16-autocast" or "fp32"
+    normalization: str  # "report" (the report's constants) or "train" (computed from the split)
     history: list[EpochMetrics]
 
     def report_row(self) -> dict:

@@ -36,6 +36,7 @@ class _Splits:
     train: DeviceImages
     val: DeviceImages | None
     test: DeviceImages
+    normalization: str  # which statistics normalise the images: "report" or "train"
 
 
 def train(
@@ -133,6 +134,7 @@ def train(
         test_size=len(splits.test),
         device=str(device),
         precision="bf16-autocast" if use_bf16 else "fp32",
+        normalization=splits.normalization,
         history=history,
     )
 
@@ -143,9 +145,10 @@ def _prepare_splits(config: TrainConfig, data: ImageDataset, device: torch.devic
         data = data.subset(config.max_train_images, config.max_test_images, seed=0)
     train_idx, rest_idx = split_indices(len(data.train_labels), config.split, config.seed)
     train_images = data.train_images[train_idx]
-    if config.normalization == "report" or (
-        config.normalization == "auto" and config.protocol == "seed" and data.channels == 3
-    ):
+    normalization = config.normalization
+    if normalization == "auto":
+        normalization = "report" if config.protocol == "seed" and data.channels == 3 else "train"
+    if normalization == "report":
         mean, std = REPORT_MEAN, REPORT_STD
     else:
         mean, std = channel_stats(train_images)
@@ -160,8 +163,8 @@ def _prepare_splits(config: TrainConfig, data: ImageDataset, device: torch.devic
     train = on_device(train_images, data.train_labels[train_idx])
     rest = on_device(data.train_images[rest_idx], data.train_labels[rest_idx])
     if config.protocol == "seed":
-        return _Splits(train=train, val=None, test=rest)
-    return _Splits(train=train, val=rest, test=on_device(data.test_images, data.test_labels))
+        return _Splits(train, None, rest, normalization)
+    return _Splits(train, rest, on_device(data.test_images, data.test_labels), normalization)
 
 
 def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:

@@ -1,0 +1,155 @@
+"""Training throughput: the report's own loop vs cnnsweep's trainer, same process, data and model.
+
+(a) The report's script reproduced faithfully: a Dataset that turns each uint8 image into a PIL
+    image, resizes it, converts it to a float tensor and normalises it; a DataLoader (batch 64,
+    shuffle, no workers); fp32 NCHW; the optimizer built with its defaults; ``.item()`` per step.
+(b) ``cnnsweep.train.train``: device-resident data, whole-epoch preparation, channels_last,
+    bf16 autocast where supported, fused optimizer.
+
+Both train the report's AlexNet with batch norm, Adam (lr 1e-3), batch 64, on the same training
+images, for two epochs; the second epoch is timed (the first warms allocators and caches).
+
+    python bench/throughput.py --data ../shared/data/cifar10-jpeg.tar.xz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn, optim
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from cnnsweep.config import make_config
+from cnnsweep.data import load_data
+from cnnsweep.data.device import REPORT_MEAN, REPORT_STD
+from cnnsweep.data.splits import split_indices
+from cnnsweep.devices import resolve_device
+from cnnsweep.models import create_model
+from cnnsweep.train import train
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpeg.tar.xz"
+SPLIT = 0.9
+BATCH = 64
+
+
+class ReportTransformDataset(Dataset):
+    """torchvision's CIFAR10 + Compose([Resize, ToTensor, Normalize]), without torchvision."""
+
+    def __init__(self, images_nchw: np.ndarray, labels: np.ndarray) -> None:
+        self.images = images_nchw.transpose(0, 2, 3, 1)  # CIFAR10 keeps HWC uint8
+        self.labels = labels
+        self.mean = torch.tensor(REPORT_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(REPORT_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = Image.fromarray(self.images[index])
+        image = image.resize((32, 32), Image.Resampling.BILINEAR)  # transforms.Resize((32, 32))
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)  # ToTensor
+        return (tensor - self.mean) / self.std, int(self.labels[index])  # Normalize
+
+
+def report_loop_images_per_second(images, labels, device, width: float, seed: int) -> float:
+    torch.manual_seed(seed)
+    loader = DataLoader(ReportTransformDataset(images, labels), batch_size=BATCH, shuffle=True)
+    model = create_model("alexnet", batch_norm=True, width=width).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    timed = 0.0
+    for epoch in (1, 2):
+        model.train()
+        correct, total, epoch_loss = 0, 0, 0.0
+        start = time.perf_counter()
+        for batch, targets in tqdm(
+            loader, desc=f"report loop, epoch {epoch}", leave=False, disable=None
+        ):
+            batch, targets = batch.to(device), targets.to(device)
+            optimizer.zero_grad()
+            outputs = model(batch)
+            loss = criterion(outputs, targets)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.item()
+            _, predicted = outputs.max(1)
+            total += targets.size(0)
+            correct += predicted.eq(targets).sum().item()
+        timed = time.perf_counter() - start
+    return len(labels) / timed
+
+
+def cnnsweep_images_per_second(data, device, width: float, subset: int, seed: int) -> float:
+    config = make_config(
+        batch_norm=True,
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=BATCH,
+        width=width,
+        split=SPLIT,
+        max_train_images=subset,
+        max_test_images=1000,
+        max_epochs=2,
+        patience=10,
+        seed=seed,
+    )
+    result = train(config, data, device)
+    return result.history[-1].images_per_second
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--images", type=int, default=2048, help="training images per epoch")
+    parser.add_argument("--width", type=float, default=1.0, help="1.0 is the report's network")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    data = load_data(args.data)
+    subset = math.ceil(args.images / SPLIT)  # so that the training split holds ~args.images
+    sample = data.subset(subset, 1000, seed=0)  # the same images train() will draw
+    train_idx, _ = split_indices(len(sample.train_labels), SPLIT, args.seed)
+    images, labels = sample.train_images[train_idx], sample.train_labels[train_idx]
+
+    reference = report_loop_images_per_second(images, labels, device, args.width, args.seed)
+    ours = cnnsweep_images_per_second(data, device, args.width, subset, args.seed)
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    figures = {
+        "device": str(device),
+        "machine": machine,
+        "torch": torch.__version__,
+        "width": args.width,
+        "train_images": len(labels),
+        "batch_size": BATCH,
+        "report_loop_img_per_s": round(reference, 1),
+        "cnnsweep_img_per_s": round(ours, 1),
+        "ratio": round(ours / reference, 2),
+    }
+    print(f"device          {figures['device']} ({machine}), torch {torch.__version__}")
+    print(f"model           AlexNet width {args.width}, batch norm, Adam lr 1e-3, batch {BATCH}")
+    print(f"images/epoch    {len(labels)} (second of two epochs timed)")
+    print(f"report loop     {reference:8.1f} img/s")
+    print(f"cnnsweep        {ours:8.1f} img/s")
+    print(f"ratio           {ours / reference:8.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
