@@ -33,5 +33,5 @@ def create_model(name: str, **options) -> nn.Module:
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     try:
         return _REGISTRY[name](**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None

@@ -1,0 +1,115 @@
+"""Shared fixtures. Every test gets a private decode cache, so nothing touches ~/.cache."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
+CIFAR_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch) -> Path:
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """The cache that holds the real data set, decoded once for the whole session."""
+    return tmp_path_factory.mktemp("session-cache")
+
+
+@pytest.fixture(scope="session")
+def real_cifar(session_cache):
+    """The real CIFAR-10 (JPEG) from the shared archive, decoded once per test session."""
+    if not SHARED_ARCHIVE.is_file():
+        pytest.skip(f"shared data archive not found at {SHARED_ARCHIVE}")
+    from cnnsweep.data import load_data
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CNNSWEEP_CACHE", str(session_cache))
+    try:
+        return load_data(SHARED_ARCHIVE, progress=False)
+    finally:
+        mp.undo()
+
+
+# --- writers for small data sets in the official formats -----------------------------------
+
+
+def cifar_batch(count: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    rng = np.random.default_rng(seed)
+    labels = [int(i % 10) for i in range(count)]
+    data = rng.integers(0, 256, (count, 3072), dtype=np.uint8)
+    return data, labels
+
+
+def write_cifar_folder(folder: Path, per_batch: int = 20, test: int = 20) -> Path:
+    """A ``cifar-10-batches-py`` folder in the official pickle format (numpy array data)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 6):
+        data, labels = cifar_batch(per_batch, seed=i)
+        blob = {b"batch_label": b"training batch", b"labels": labels, b"data": data}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(blob, protocol=2))
+    data, labels = cifar_batch(test, seed=99)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"labels": labels, b"data": data}))
+    meta = {b"label_names": [c.encode() for c in CIFAR_CLASSES], b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return folder
+
+
+def write_cifar_archive(path: Path, **kwargs) -> Path:
+    """``cifar-10-python.tar.gz`` layout: one top folder ``cifar-10-batches-py``."""
+    folder = write_cifar_folder(path.parent / "_src" / "cifar-10-batches-py", **kwargs)
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    return path
+
+
+def pattern_image(label: int, rng: np.random.Generator, size: int = 28) -> np.ndarray:
+    """A learnable grayscale picture: a bright bar whose position and orientation name the class."""
+    image = rng.normal(60, 25, (size, size))
+    offset = 3 + 4 * (label % 5) + int(rng.integers(-1, 2))
+    if label < 5:
+        image[offset : offset + 3, 2:-2] += 150
+    else:
+        image[2:-2, offset : offset + 3] += 150
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_image_folder(
+    root: Path, train_per_class: int, test_per_class: int, classes: int = 10, size: int = 28
+) -> Path:
+    """``train/<class>/*.png`` and ``test/<class>/*.png`` grayscale images the test controls."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for label in range(classes):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.fromarray(pattern_image(label, rng, size), "L").save(folder / f"{i:04d}.png")
+    return root
+
+
+def tar_folder(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+def add_member(tar: tarfile.TarFile, name: str, content: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(content)
+    tar.addfile(info, io.BytesIO(content))

@@ -1,0 +1,279 @@
+import hashlib
+import http.server
+import os
+import pickle
+import tarfile
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnsweep.data import cifar10, load_data
+from cnnsweep.data.device import DeviceImages, random_crop_flip
+from cnnsweep.data.loading import ensure_cifar10
+from cnnsweep.data.splits import split_indices
+from cnnsweep.errors import ConfigError, DataError
+from tests.conftest import (
+    CIFAR_CLASSES,
+    SHARED_ARCHIVE,
+    add_member,
+    tar_folder,
+    write_cifar_archive,
+    write_cifar_folder,
+    write_image_folder,
+)
+
+
+def cache_entries(cache: Path) -> list[Path]:
+    folder = cache / "datasets"
+    return [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
+
+
+# --- source cifar10 (official python archive) -----------------------------------------------
+
+
+def test_official_archive_and_its_extracted_folder_load_the_same(tmp_path):
+    archive = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", per_batch=20, test=30)
+    from_archive = load_data(archive)
+    assert from_archive.train_images.shape == (100, 3, 32, 32)
+    assert from_archive.test_images.shape == (30, 3, 32, 32)
+    assert from_archive.classes == CIFAR_CLASSES
+    assert from_archive.source.startswith("cifar10:")
+
+    extracted = tmp_path / "extracted"
+    cifar10.safe_extract(archive, extracted)
+    for path in (extracted, extracted / "cifar-10-batches-py"):
+        from_folder = load_data(path)
+        np.testing.assert_array_equal(from_folder.train_images, from_archive.train_images)
+        np.testing.assert_array_equal(from_folder.test_labels, from_archive.test_labels)
+    # pixel layout: row-major 3x32x32 per image, as in the official batches
+    first = pickle.loads((extracted / "cifar-10-batches-py" / "data_batch_1").read_bytes())
+    np.testing.assert_array_equal(from_archive.train_images[0].reshape(-1), first[b"data"][0])
+
+
+def test_second_load_comes_from_the_cache(tmp_path, private_cache):
+    folder = write_cifar_folder(tmp_path / "cifar-10-batches-py")
+    first = load_data(folder)
+    assert len(cache_entries(private_cache)) == 1
+    os.remove(folder / "data_batch_1")  # if the cache were bypassed, loading would now fail
+    with pytest.raises(DataError):
+        load_data(folder)  # the source changed, so its fingerprint did: no stale reuse
+    write_cifar_folder(folder)
+    again = load_data(folder)
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+
+
+def serve(folder: Path):
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_download_verifies_md5_extracts_and_is_reused(tmp_path, private_cache, monkeypatch):
+    archive = write_cifar_archive(tmp_path / "www" / "cifar-10-python.tar.gz")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    server = serve(archive.parent)
+    url = f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz"
+    try:
+        folder = ensure_cifar10(url=url, md5=md5, progress=False)
+        assert (folder / "data_batch_5").is_file()
+        server.shutdown()  # the second call must not need the network
+        assert ensure_cifar10(url=url, md5=md5, progress=False) == folder
+    finally:
+        server.server_close()
+    monkeypatch.setattr(cifar10, "URL", url)
+    assert load_data(None).train_images.shape[0] == 100
+
+
+def test_download_with_wrong_checksum_keeps_nothing(tmp_path, private_cache):
+    archive = write_cifar_archive(tmp_path / "www" / "cifar-10-python.tar.gz")
+    server = serve(archive.parent)
+    url = f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz"
+    try:
+        with pytest.raises(DataError, match=r"checksum mismatch.*expected c58f30108f"):
+            ensure_cifar10(url=url, md5=cifar10.MD5, progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    leftovers = list((private_cache / "cifar10").iterdir())
+    assert leftovers == []  # neither the bad archive nor a temporary file
+    assert cache_entries(private_cache) == []
+
+
+def test_unreachable_download_is_a_one_line_error(private_cache):
+    with pytest.raises(DataError, match=r"cannot download http://127.0.0.1:9/"):
+        ensure_cifar10(url="http://127.0.0.1:9/cifar.tar.gz", progress=False)
+
+
+def test_extraction_refuses_path_traversal(tmp_path):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        add_member(tar, "cifar-10-batches-py/../../escaped.txt", b"gotcha")
+    with pytest.raises(DataError, match="unsafe path"):
+        cifar10.safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    folder = write_cifar_folder(tmp_path / "cifar-10-batches-py")
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": Exploit(), b"labels": []}))
+    with pytest.raises(DataError, match=r"corrupt CIFAR-10 batch file data_batch_2.*forbidden"):
+        load_data(folder)
+    assert not (tmp_path / "pwned").exists()
+
+
+# --- source imagefolder ---------------------------------------------------------------------
+
+
+def test_grayscale_image_folder_and_its_tar_archive(tmp_path):
+    root = write_image_folder(tmp_path / "digits", train_per_class=3, test_per_class=2, classes=4)
+    data = load_data(root)
+    assert data.train_images.shape == (12, 1, 28, 28)
+    assert data.test_images.shape == (8, 1, 28, 28)
+    assert data.classes == ("class0", "class1", "class2", "class3")
+    assert list(data.train_labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    pixels = np.asarray(Image.open(root / "train" / "class1" / "0002.png"))
+    np.testing.assert_array_equal(data.train_images[5, 0], pixels)
+
+    packed = load_data(tar_folder(root, tmp_path / "digits.tar.gz"))
+    np.testing.assert_array_equal(packed.train_images, data.train_images)
+    assert packed.classes == data.classes
+
+
+def test_mixed_sizes_and_modes_become_one_rgb_array(tmp_path):
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(tmp_path / "train" / "a" / "1.jpg")
+    Image.new("RGB", (20, 20), (0, 255, 0)).save(tmp_path / "train" / "b" / "1.png")
+    Image.new("L", (40, 30), 128).save(tmp_path / "test" / "a" / "1.png")
+    Image.new("RGB", (20, 20)).save(tmp_path / "test" / "b" / "1.png")
+    data = load_data(tmp_path)
+    assert data.train_images.shape == (2, 3, 20, 20)  # most common size wins
+    assert data.test_images.shape == (2, 3, 20, 20)
+    assert tuple(data.test_images[0, :, 5, 5]) == (128, 128, 128)
+
+
+def test_real_cifar10_jpeg_loads_and_a_second_load_is_fast(real_cifar, session_cache, monkeypatch):
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(session_cache))
+    assert real_cifar.train_images.shape == (50000, 3, 32, 32)
+    assert real_cifar.test_images.shape == (10000, 3, 32, 32)
+    assert real_cifar.classes == CIFAR_CLASSES
+    assert np.bincount(real_cifar.train_labels).tolist() == [5000] * 10
+    mean = real_cifar.train_images.mean(axis=(0, 2, 3)) / 255
+    np.testing.assert_allclose(mean, [0.4913, 0.4821, 0.4465], atol=2e-4)  # the archive's README
+    start = time.perf_counter()
+    again = load_data(SHARED_ARCHIVE)
+    assert time.perf_counter() - start <= 2.0
+    np.testing.assert_array_equal(again.test_labels, real_cifar.test_labels)
+
+
+# --- bad input: one-line DataError naming the problem; nothing cached -------------------------
+
+
+def test_missing_path(tmp_path, private_cache):
+    with pytest.raises(DataError, match=r"data path does not exist: .*nowhere"):
+        load_data(tmp_path / "nowhere")
+
+
+def test_folder_without_class_folders(tmp_path, private_cache):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "x.png").write_bytes(b"")
+    with pytest.raises(DataError, match="no train/ and test/ class folders"):
+        load_data(tmp_path / "photos")
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "test").mkdir()
+    with pytest.raises(DataError, match=r"no class folders with images under .*train"):
+        load_data(tmp_path / "empty")
+    assert cache_entries(private_cache) == []
+
+
+def test_train_and_test_with_different_classes(tmp_path, private_cache):
+    root = write_image_folder(tmp_path / "d", train_per_class=1, test_per_class=1, classes=3)
+    (root / "test" / "class2").rename(root / "test" / "extra")
+    with pytest.raises(DataError, match=r"different classes.*\['class2'\].*\['extra'\]"):
+        load_data(root)
+    assert cache_entries(private_cache) == []
+
+
+def test_corrupt_image_is_named(tmp_path, private_cache):
+    root = write_image_folder(tmp_path / "d", train_per_class=2, test_per_class=1, classes=2)
+    bad = root / "train" / "class1" / "0001.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(DataError, match=r"corrupt image .*class1/0001\.png"):
+        load_data(root)
+    assert cache_entries(private_cache) == []
+
+
+def test_a_file_that_is_no_archive(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="not a folder or a tar archive"):
+        load_data(tmp_path / "notes.txt")
+
+
+# --- splits and device batches ------------------------------------------------------------------
+
+
+def test_splits_are_seeded_disjoint_and_cut_like_the_report():
+    a_train, a_rest = split_indices(50000, 0.7, seed=3)
+    b_train, _ = split_indices(50000, 0.7, seed=3)
+    c_train, _ = split_indices(50000, 0.7, seed=4)
+    assert len(a_train) == 35000 and len(a_rest) == 15000
+    assert np.array_equal(a_train, b_train) and not np.array_equal(a_train, c_train)
+    assert not set(a_train) & set(a_rest)
+    assert len(split_indices(1001, 0.9, 0)[0]) == int(1001 * 0.9)
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match="split fraction"):
+            split_indices(100, bad, 0)
+
+
+def test_epoch_batches_visit_every_image_once_in_a_seeded_order():
+    images = np.arange(10 * 3 * 4 * 4, dtype=np.uint8).reshape(10, 3, 4, 4)
+    labels = np.arange(10)
+    data = DeviceImages(images, labels, torch.device("cpu"), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+    def order(seed):
+        gen = torch.Generator().manual_seed(seed)
+        batches = list(data.epoch_batches(4, gen, augment=False))
+        assert [len(y) for _, y in batches] == [4, 4, 2]
+        assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in batches)
+        return torch.cat([y for _, y in batches]).tolist()
+
+    assert sorted(order(0)) == list(range(10))
+    assert order(0) == order(0) and order(0) != order(1)
+    x, _ = next(data.eval_batches(100))
+    expected = (torch.from_numpy(images).float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(x, expected)
+
+
+def test_random_crop_flip_is_a_shift_of_the_padded_image():
+    torch.manual_seed(0)
+    images = torch.randint(1, 255, (64, 3, 8, 8), dtype=torch.uint8)
+    out = random_crop_flip(images, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    flipped = 0
+    for i in range(len(images)):
+        candidates = {
+            (dy, dx, f): crop.flip(-1) if f else crop
+            for dy in range(9)
+            for dx in range(9)
+            for crop in [padded[i, :, dy : dy + 8, dx : dx + 8]]
+            for f in (0, 1)
+        }
+        matches = [k for k, crop in candidates.items() if torch.equal(crop, out[i])]
+        assert matches, f"image {i} is not a padded crop"
+        flipped += all(k[2] for k in matches)
+    assert 10 < flipped < 54  # about half flipped
+    assert not torch.equal(out, images)

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from cnnsweep.errors import ConfigError
+from cnnsweep.models import create_model, list_models
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_alexnet_has_the_reports_parameter_count():
+    assert count(create_model("alexnet")) == 35_154_570
+    assert count(create_model("alexnet", dropout=True)) == 35_154_570
+    assert count(create_model("alexnet", batch_norm=True)) == 35_156_490
+
+
+def test_alexnet_layout_matches_the_report():
+    model = create_model("alexnet", batch_norm=True, dropout=True)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 256, 256]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    kinds = [type(m).__name__ for m in model.features]
+    # max-pool after the 1st, 2nd and 5th conv blocks
+    assert kinds.count("MaxPool2d") == 3
+    assert kinds[3] == "MaxPool2d" and kinds[7] == "MaxPool2d" and kinds[-1] == "MaxPool2d"
+    fc = [type(m).__name__ for m in model.classifier]
+    # Linear -> Dropout -> ReLU, as in the report's fc_block
+    assert fc == ["Linear", "Dropout", "ReLU", "Linear", "Dropout", "ReLU", "Linear"]
+    linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [4096, 4096, 10]
+    assert all(not m.bias.detach().any() for m in linears)
+
+
+def test_alexnet_adapts_to_grayscale_28x28_and_width():
+    model = create_model("alexnet", in_channels=1, image_size=(28, 28), num_classes=7, width=0.25)
+    out = model(torch.randn(4, 1, 28, 28))
+    assert out.shape == (4, 7)
+    assert model.features[0].out_channels == 16
+    assert model.classifier[0].in_features == 64 * 3 * 3
+
+
+def test_too_small_images_are_refused():
+    with pytest.raises(ConfigError, match="too small"):
+        create_model("alexnet", image_size=(4, 4))
+
+
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown model 'vgg'.*alexnet"):
+        create_model("vgg")
+    assert "alexnet" in list_models()

@@ -1,0 +1,154 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cnnsweep.config import make_config
+from cnnsweep.data import ImageDataset, load_data
+from cnnsweep.errors import ConfigError
+from cnnsweep.train import train
+from tests.conftest import pattern_image, write_image_folder
+
+TINY = {"width": 0.0625, "max_epochs": 3, "eval_batch_size": 256}
+
+
+@pytest.fixture(scope="module")
+def patterns() -> ImageDataset:
+    """600 training and 200 test 28x28 grayscale images of 10 learnable classes (in memory)."""
+    rng = np.random.default_rng(1)
+
+    def make(count):
+        labels = np.arange(count) % 10
+        images = np.stack([pattern_image(int(k), rng) for k in labels])[:, None]
+        return images, labels.astype(np.int64)
+
+    train_x, train_y = make(600)
+    test_x, test_y = make(200)
+    return ImageDataset(train_x, train_y, test_x, test_y, tuple(f"c{i}" for i in range(10)))
+
+
+def test_same_config_and_seed_give_identical_metrics(patterns):
+    config = make_config(batch_norm=True, augment=True, seed=7, **TINY)
+    first, second = train(config, patterns), train(config, patterns)
+
+    def metrics(result):  # everything but the timings
+        return [m.model_dump(exclude={"epoch_time", "images_per_second"}) for m in result.history]
+
+    assert metrics(first) == metrics(second)
+    assert (first.test_loss, first.test_accuracy) == (second.test_loss, second.test_accuracy)
+    other = train(make_config(batch_norm=True, augment=True, seed=8, **TINY), patterns)
+    assert metrics(other) != metrics(first)
+
+
+def test_every_epoch_is_reported_and_the_result_is_complete(patterns):
+    seen = []
+    config = make_config(batch_norm=True, split=0.8, **TINY)
+    result = train(config, patterns, "cpu", on_epoch=seen.append)
+    assert [m.epoch for m in seen] == [1, 2, 3]
+    assert result.history == seen
+    for m in seen:
+        assert m.val_loss is not None and 0 <= m.val_accuracy <= 100
+        assert m.epoch_time > 0 and m.images_per_second > 0
+    assert result.train_size == 480 and result.val_size == 120 and result.test_size == 200
+    assert result.config.monitor == "val_accuracy" and result.config.patience == 5
+    assert result.normalization == "train"
+    assert result.stop_reason == "max_epochs" and result.epochs_trained == 3
+    # holdout restores the best epoch: the reported validation metrics are that epoch's
+    best = max(seen, key=lambda m: m.val_accuracy)
+    assert result.val_accuracy == best.val_accuracy
+    assert result.best_epoch == seen.index(best) + 1
+
+
+def test_seed_protocol_stops_on_training_accuracy_like_the_report(patterns):
+    # A learning rate this small makes training accuracy stall, so patience 2 ends the run.
+    config = make_config(protocol="seed", optimizer="sgd", lr=1e-7, split=0.7, width=0.0625,
+                         max_epochs=20)  # fmt: skip
+    result = train(config, patterns)
+    accs = [m.train_accuracy for m in result.history]
+    assert result.stop_reason == "patience"
+    assert result.config.monitor == "train_accuracy" and result.config.patience == 2
+    assert all(m.val_loss is None for m in result.history)
+    best = max(range(len(accs)), key=lambda i: (accs[i], -i)) + 1
+    assert result.best_epoch == best and result.epochs_trained == best + 2
+    assert result.best_train_accuracy == max(accs)
+    assert result.val_size == 0 and result.test_size == 180  # the held-out 30% of 600
+    row = result.report_row()
+    assert list(row) == [
+        "lr", "batch_size", "optimizer", "train_pct", "test_pct", "batch_norm", "dropout",
+        "best_train_acc", "epochs_run", "test_accuracy", "train_time",
+    ]  # fmt: skip
+    assert row["epochs_run"] == result.best_epoch and row["test_pct"] == 0.3
+
+
+def test_min_delta_counts_small_gains_as_no_improvement(patterns):
+    config = make_config(protocol="seed", min_delta=100.0, width=0.0625, max_epochs=10)
+    result = train(config, patterns)
+    assert result.stop_reason == "patience" and result.epochs_trained == 3
+    assert result.best_epoch == 1
+
+
+def test_a_diverging_run_stops_with_its_metrics_instead_of_crashing(patterns):
+    config = make_config(optimizer="sgd", lr=1e12, width=0.0625, max_epochs=5, amp=False)
+    seen = []
+    result = train(config, patterns, on_epoch=seen.append)
+    assert result.stop_reason == "diverged"
+    assert result.epochs_trained == len(seen) < 5
+    assert not math.isfinite(result.history[-1].train_loss)
+    assert 0 <= result.test_accuracy <= 100
+    assert result.model_dump_json()  # serialisable, NaNs included
+
+
+def test_batch_size_larger_than_the_training_split(patterns):
+    with pytest.raises(ConfigError, match="batch size 1000 is larger than the training split"):
+        train(make_config(batch_size=1000, **TINY), patterns)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"lr": 0}, "invalid lr=0: must be greater than 0"),
+        ({"lr": -1e-3}, "invalid lr=-0.001"),
+        ({"split": 1.0}, "invalid split=1.0: must be less than 1"),
+        ({"split": 0}, "invalid split=0: must be greater than 0"),
+        ({"optimizer": "lbfgs"}, "invalid optimizer='lbfgs': must be 'sgd', 'rmsprop' or 'adam'"),
+        ({"protocol": "kfold"}, "invalid protocol='kfold': must be 'holdout' or 'seed'"),
+        ({"model": "vgg"}, "unknown model 'vgg'; valid models: alexnet"),
+        ({"batch_size": 0}, "invalid batch_size=0"),
+        ({"colour": "red"}, "unknown setting 'colour'"),
+        ({"protocol": "seed", "monitor": "val_accuracy"}, "needs a validation set"),
+    ],
+)
+def test_invalid_settings_are_named(settings, message):
+    with pytest.raises(ConfigError) as error:
+        make_config(**settings)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_report_normalization_needs_rgb(patterns):
+    with pytest.raises(ConfigError, match="needs 3-channel images"):
+        train(make_config(normalization="report", **TINY), patterns)
+
+
+@pytest.mark.slow
+def test_alexnet_learns_real_cifar10_on_cpu(real_cifar):
+    """The report's network (BN, Adam, lr 1e-3) at width 1/4 on 5,000 real training images."""
+    torch.manual_seed(0)
+    config = make_config(
+        batch_norm=True, optimizer="adam", lr=1e-3, width=0.25, split=0.8,
+        max_train_images=5000, max_test_images=1000, max_epochs=8, patience=3,
+    )  # fmt: skip
+    result = train(config, real_cifar)
+    assert result.test_size == 1000
+    assert result.test_accuracy >= 40.0, result.test_accuracy  # chance is 10%
+
+
+@pytest.mark.slow
+def test_alexnet_learns_a_grayscale_image_folder(tmp_path):
+    root = write_image_folder(tmp_path / "bars", train_per_class=150, test_per_class=100)
+    data = load_data(root)
+    assert data.channels == 1 and data.image_size == (28, 28) and len(data.test_labels) == 1000
+    config = make_config(batch_norm=True, width=0.125, max_epochs=6, split=0.8)
+    result = train(config, data)
+    assert result.test_accuracy >= 40.0, result.test_accuracy
