@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -136,6 +137,115 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_from_args(args: argparse.Namespace):
+    from cnnsweep.spec import load_study
+
+    return load_study(args.spec, args.preset)
+
+
+def _study_name(args: argparse.Namespace) -> str:
+    if getattr(args, "study", None):
+        return args.study
+    if getattr(args, "spec", None):
+        return _study_from_args(args).name
+    raise CnnsweepError("name the study: give a SPEC or --study NAME")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cnnsweep.runner import run_study
+    from cnnsweep.worker import WorkerOptions
+
+    if args.workers < 1:
+        raise CnnsweepError(f"invalid --workers {args.workers}: must be at least 1")
+    study = _study_from_args(args)
+    if args.dry_run:
+        for run in study.runs():
+            print(f"{run.index + 1:4d}  {run.run_id}  {run.label}")
+        print(f"{len(study.runs())} runs in study {study.name!r}", file=sys.stderr)
+        return 0
+    options = WorkerOptions(
+        store_url=args.store, study_name=study.name, max_attempts=args.max_attempts,
+        heartbeat_interval=args.heartbeat, grace=args.grace,
+    )  # fmt: skip
+    summary = run_study(
+        study, store_url=args.store, workers=args.workers, devices=args.devices.split(","),
+        data=args.data, allow_spec_change=args.allow_spec_change, options=options,
+    )  # fmt: skip
+    counts = ", ".join(f"{k}: {v}" for k, v in summary.counts.items())
+    print(f"study {summary.study} ({summary.store}): {counts}; results in {summary.csv}")
+    return 0 if set(summary.counts) <= {"complete", "diverged"} else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from cnnsweep.worker import WorkerOptions, run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    options = WorkerOptions(
+        store_url=args.store, study_name=args.study, device=args.device, data=args.data,
+        max_attempts=args.max_attempts, heartbeat_interval=args.heartbeat, grace=args.grace,
+    )  # fmt: skip
+    done = run_worker(options)
+    print(f"worker finished: {done} runs done; nothing left to claim in {args.study!r}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cnnsweep.progress import status_text
+    from cnnsweep.store import Store
+
+    store = Store.open(args.store, _study_name(args))
+    print(f"study {store.study_name} ({store.display_url})")
+    print(status_text(store.records()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnsweep.frame import results_frame, write_table
+    from cnnsweep.store import Store
+
+    store = Store.open(args.store, _study_name(args))
+    frame = results_frame(store.records())
+    path = write_table(frame, Path(args.output), args.format)
+    print(f"{len(frame)} runs written to {path}")
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from cnnsweep.spec import builtin_specs, load_study
+
+    for name in builtin_specs():
+        study = load_study(name)
+        presets = ", ".join(study.spec.presets) or "-"
+        print(f"{name:<16} {len(study.runs()):4d} runs  presets: {presets:<12} "
+              f"{study.spec.description}")  # fmt: skip
+    return 0
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", help="postgresql://USER@HOST/DB, or a journal file path "
+                        "(default: runs/<study>/journal.log)")  # fmt: skip
+
+
+def _add_study_ref(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", help="built-in study name or TOML file")
+    parser.add_argument("--preset", help="a preset of the spec (e.g. quick, full)")
+    parser.add_argument("--study", help="the stored study's name (instead of SPEC)")
+    _add_store_options(parser)
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-attempts", type=int, default=3,
+                        help="tries per run when workers are lost (default: 3)")  # fmt: skip
+    parser.add_argument("--heartbeat", type=float, default=10.0,
+                        help="seconds between heartbeats (default: 10)")  # fmt: skip
+    parser.add_argument("--grace", type=float, default=120.0,
+                        help="silent seconds before another worker takes a run over")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnsweep", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cnnsweep {__version__}")
@@ -150,6 +260,40 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress output")
     _add_train_options(train)
     train.set_defaults(handler=cmd_train)
+
+    run = commands.add_parser("run", help="run a study to completion (resumable)")
+    run.add_argument("spec", help="built-in study name (see `cnnsweep studies`) or TOML file")
+    run.add_argument("--preset", help="a preset of the spec (e.g. quick, full)")
+    _add_store_options(run)
+    run.add_argument("--workers", type=int, default=1, help="local worker processes (1)")
+    run.add_argument("--devices", default="auto", help="cpu, or cuda:0,cuda:1 (round-robin)")
+    run.add_argument("--data", help="data path (default: the spec's, else CIFAR-10)")
+    run.add_argument("--dry-run", action="store_true", help="print the runs and stop")
+    run.add_argument("--allow-spec-change", action="store_true",
+                     help="run a changed spec under an existing study name")  # fmt: skip
+    _add_worker_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    worker = commands.add_parser("worker", help="join a stored study from this machine")
+    _add_store_options(worker)
+    worker.add_argument("--study", required=True, help="the study's name")
+    worker.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    worker.add_argument("--data", help="data path on this machine (default: the spec's)")
+    _add_worker_options(worker)
+    worker.set_defaults(handler=cmd_worker)
+
+    status = commands.add_parser("status", help="counts by state, runs in flight, ETA")
+    _add_study_ref(status)
+    status.set_defaults(handler=cmd_status)
+
+    export = commands.add_parser("export", help="write the results table")
+    _add_study_ref(export)
+    export.add_argument("--format", default="csv", help="csv (default) or parquet")
+    export.add_argument("-o", "--output", required=True, help="file to write")
+    export.set_defaults(handler=cmd_export)
+
+    studies = commands.add_parser("studies", help="list the built-in study specs")
+    studies.set_defaults(handler=cmd_studies)
 
     data = commands.add_parser("data", help="load (and cache) a data set and describe it")
     data.add_argument("data", nargs="?", help="data path (default: CIFAR-10, downloaded once)")
@@ -169,5 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cnnsweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("cnnsweep: interrupted", file=sys.stderr)
+        print("cnnsweep: interrupted; run the same command again to finish", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `cnnsweep run seed48 --dry-run | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silence the flush at exit)
+        return 0

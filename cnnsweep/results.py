@@ -61,17 +61,27 @@ class RunResult(BaseModel):
 
     def report_row(self) -> dict:
         """The report's CSV row (its column names and meanings, quirks included)."""
-        split = self.config.split
-        return {
-            "lr": self.config.lr,
-            "batch_size": self.config.batch_size,
-            "optimizer": self.config.optimizer,
-            "train_pct": split,
-            "test_pct": round(1 - split, 10),
-            "batch_norm": self.config.batch_norm,
-            "dropout": self.config.dropout,
-            "best_train_acc": self.best_train_accuracy,
-            "epochs_run": self.best_epoch,
-            "test_accuracy": self.test_accuracy,
-            "train_time": round(self.train_time, 2),
-        }
+        return report_row(self.config.model_dump(), self.model_dump(exclude={"history"}))
+
+
+def report_row(config: dict, result: dict | None) -> dict:
+    """The report's CSV columns from a config and (if the run finished) its result.
+
+    ``epochs_run`` is the best epoch and ``best_train_acc`` the best training accuracy, as the
+    report's script records them; metrics of an unfinished run are None.
+    """
+    result = result or {}
+    train_time = result.get("train_time")
+    return {
+        "lr": config["lr"],
+        "batch_size": config["batch_size"],
+        "optimizer": config["optimizer"],
+        "train_pct": config["split"],
+        "test_pct": round(1 - config["split"], 10),
+        "batch_norm": config["batch_norm"],
+        "dropout": config["dropout"],
+        "best_train_acc": result.get("best_train_accuracy"),
+        "epochs_run": result.get("best_epoch"),
+        "test_accuracy": result.get("test_accuracy"),
+        "train_time": round(train_time, 2) if train_time is not None else None,
+    }

@@ -1,0 +1,81 @@
+"""The results frame: one row per run (finished or not), the report's CSV columns first.
+
+Everything downstream (export, figures, statistics) reads this frame, never the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cnnsweep.errors import CnnsweepError
+from cnnsweep.results import REPORT_COLUMNS, report_row
+from cnnsweep.spec import format_value
+from cnnsweep.store import RunRecord
+
+RESULT_COLUMNS = (
+    "stop_reason", "epochs_trained", "best_epoch", "train_accuracy", "train_loss",
+    "val_accuracy", "val_loss", "test_loss", "images_per_second", "train_size", "val_size",
+    "test_size", "precision", "normalization", "device",
+)  # fmt: skip
+CONFIG_COLUMNS = (
+    "model", "width", "protocol", "augment", "max_epochs", "monitor", "patience", "min_delta",
+    "max_train_images", "max_test_images", "normalization", "amp",
+)  # fmt: skip
+
+
+def results_frame(records: list[RunRecord]) -> pd.DataFrame:
+    rows = []
+    for record in records:
+        result = record.result or {}
+        config = record.config
+        row = report_row(config, result)
+        row.update(
+            run_id=record.run_id,
+            index=record.index,
+            label=record.label,
+            seed=config["seed"],
+            state=record.state,
+            attempts=record.attempts,
+        )
+        row.update({f"factor_{k}": format_value(v) for k, v in record.factors.items()})
+        row.update({k: result.get(k) for k in RESULT_COLUMNS})
+        row.update({f"config_{k}": config.get(k) for k in CONFIG_COLUMNS})
+        env = record.environment or {}
+        row.update(
+            host=env.get("host"),
+            torch=env.get("torch"),
+            git_commit=env.get("git_commit"),
+            error=record.error if record.state == "failed" else None,
+            started=_time(record.started),
+            finished=_time(record.finished),
+        )
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=[*REPORT_COLUMNS, "run_id", "state"])
+    return frame
+
+
+def _time(seconds: float | None):
+    return pd.Timestamp(seconds, unit="s", tz="UTC") if seconds is not None else None
+
+
+def write_table(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
+    """Write CSV or Parquet atomically (a temporary file renamed into place)."""
+    if fmt not in ("csv", "parquet"):
+        raise CnnsweepError(f"unknown format {fmt!r}; valid formats: csv, parquet")
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            frame.to_csv(staging, index=False)
+        else:
+            frame.to_parquet(staging, index=False)
+        staging.replace(path)
+    except OSError as exc:
+        staging.unlink(missing_ok=True)
+        raise CnnsweepError(f"cannot write {path}: {exc.strerror}") from None
+    return path

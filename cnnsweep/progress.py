@@ -1,0 +1,130 @@
+"""What a person watching a study sees: counts, runs in flight, and an ETA.
+
+On a terminal, a live rich display; otherwise (logs, CI) plain lines as runs start and end.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cnnsweep.store import STATES, RunRecord
+
+FINISHED = ("complete", "diverged", "failed")
+
+
+def eta_seconds(records: list[RunRecord], workers: int) -> float | None:
+    """Remaining runs x mean duration of finished runs / workers busy (None before any ends)."""
+    durations = [r.finished - r.started for r in records if r.state in ("complete", "diverged")
+                 and r.finished and r.started]  # fmt: skip
+    remaining = sum(r.state in ("waiting", "running") for r in records)
+    if not durations:
+        return None
+    return remaining * (sum(durations) / len(durations)) / max(1, workers)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def in_flight_line(record: RunRecord, now: float) -> str:
+    epoch = record.history[-1] if record.history else None
+    max_epochs = record.config.get("max_epochs")
+    where = f"epoch {epoch['epoch']}/{max_epochs}" if epoch else "starting"
+    metrics = ""
+    if epoch:
+        metrics = f" loss={epoch['train_loss']:.3f} acc={epoch['train_accuracy']:.1f}"
+        if epoch.get("val_accuracy") is not None:
+            metrics += f" val_acc={epoch['val_accuracy']:.1f}"
+    worker = record.worker or {}
+    beat = f", heartbeat {now - record.heartbeat:.0f}s ago" if record.heartbeat else ""
+    return (f"{record.label}: {where}{metrics} "
+            f"[{worker.get('host', '?')}:{worker.get('pid', '?')}{beat}]")  # fmt: skip
+
+
+def status_text(records: list[RunRecord], workers: int | None = None) -> str:
+    counts = Counter(r.state for r in records)
+    running = [r for r in records if r.state == "running"]
+    lines = [
+        f"runs: {len(records)}  " + "  ".join(f"{s}: {counts.get(s, 0)}" for s in STATES),
+    ]
+    busy = workers if workers is not None else len(running)
+    lines.append(f"eta: {format_duration(eta_seconds(records, busy))}")
+    now = time.time()
+    lines += [f"  running  {in_flight_line(r, now)}" for r in running]
+    lines += [f"  failed   {r.label}: {r.error}" for r in records if r.state == "failed"]
+    return "\n".join(lines)
+
+
+class StudyProgress:
+    """Feed it the store's records now and then; it shows what changed."""
+
+    def __init__(self, total: int, workers: int, stream: TextIO = sys.stderr, live=None) -> None:
+        self.workers = workers
+        self.stream = stream
+        self.live = stream.isatty() if live is None else live
+        self._seen: dict[str, str] | None = None  # run_id -> state last shown
+        self._started = time.time()
+        if self.live:
+            self.console = Console(file=stream)
+            self.bar = Progress(
+                TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[states]}"), TimeElapsedColumn(),
+                TextColumn("eta {task.fields[eta]}"), console=self.console,
+            )  # fmt: skip
+            self.task = self.bar.add_task("runs", total=total, states="", eta="unknown")
+            self._live = Live(Group(self.bar), console=self.console, refresh_per_second=4)
+            self._live.start()
+
+    def update(self, records: list[RunRecord]) -> None:
+        done = sum(r.state in FINISHED for r in records)
+        eta = format_duration(eta_seconds(records, self.workers))
+        if self.live:
+            counts = Counter(r.state for r in records)
+            states = " ".join(f"{s}:{counts[s]}" for s in STATES if counts.get(s))
+            self.bar.update(self.task, completed=done, total=len(records), states=states, eta=eta)
+            table = Table.grid(padding=(0, 1))
+            now = time.time()
+            for record in records:
+                if record.state == "running":
+                    table.add_row("  ▶", in_flight_line(record, now))
+            self._live.update(Group(self.bar, table))
+            return
+        if self._seen is None:  # first look: report what an earlier session already finished
+            self._seen = {r.run_id: r.state for r in records if r.state in FINISHED}
+            if self._seen:
+                self._print(f"{len(self._seen)} of {len(records)} runs already finished")
+        for record in records:
+            before = self._seen.get(record.run_id)
+            if before == record.state:
+                continue
+            self._seen[record.run_id] = record.state
+            if record.state == "running":
+                self._print(f"start    {record.label} (attempt {record.attempts})")
+            elif record.state in FINISHED:
+                result = record.result or {}
+                if "test_accuracy" in result:
+                    detail = (f"test_acc={result['test_accuracy']:.2f} "
+                              f"epochs={result['epochs_trained']}")  # fmt: skip
+                else:
+                    detail = f"error: {record.error}"
+                self._print(f"[{done}/{len(records)}] {record.state:<8} {record.label} {detail} "
+                            f"(eta {eta})")  # fmt: skip
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            self._live.stop()

@@ -1,0 +1,153 @@
+"""``cnnsweep run``: store the study, enqueue what is missing, run local workers, write the CSV.
+
+Workers are separate processes (spawned, so each has its own torch threads and storage
+connection), placed round-robin on the listed devices; several may share one GPU.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cnnsweep.data import load_data
+from cnnsweep.devices import resolve_device
+from cnnsweep.errors import ConfigError
+from cnnsweep.frame import results_frame, write_table
+from cnnsweep.progress import StudyProgress
+from cnnsweep.spec import Study
+from cnnsweep.store import Store
+from cnnsweep.worker import WorkerOptions, run_worker
+
+
+@dataclass
+class RunSummary:
+    study: str
+    store: str
+    enqueued: int
+    counts: dict[str, int]
+    csv: Path | None
+
+
+def run_dicts(study: Study) -> list[dict]:
+    return [
+        {
+            "run_id": run.run_id,
+            "index": run.index,
+            "label": run.label,
+            "config": run.config.model_dump(mode="json"),
+            "factors": run.factors,
+        }
+        for run in study.runs()
+    ]
+
+
+def spec_diff(stored: dict, new: dict) -> str:
+    old_lines = json.dumps(stored, indent=2, sort_keys=True).splitlines()
+    new_lines = json.dumps(new, indent=2, sort_keys=True).splitlines()
+    diff = difflib.unified_diff(old_lines, new_lines, "stored", "new", lineterm="", n=0)
+    return " | ".join(line.strip() for line in diff if not line.startswith(("---", "+++", "@@")))
+
+
+def open_study_store(study: Study, store_url: str | None, allow_spec_change: bool) -> Store:
+    """Create or open the study's store; refuse a changed spec unless allowed."""
+    store = Store.create(store_url, study.name)
+    stored, new = store.document(), study.document()
+    if stored is not None and stored != new and not allow_spec_change:
+        raise ConfigError(
+            f"study {study.name!r} exists in {store.display_url} with a different spec "
+            f"(pass --allow-spec-change to run the new one): {spec_diff(stored, new)}"
+        )
+    store.set_document(new)
+    return store
+
+
+def _worker_entry(options: WorkerOptions) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        run_worker(options)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def run_study(
+    study: Study,
+    *,
+    store_url: str | None = None,
+    workers: int = 1,
+    devices: list[str] | None = None,
+    data: str | None = None,
+    allow_spec_change: bool = False,
+    options: WorkerOptions | None = None,
+    csv_path: Path | None = None,
+    progress: StudyProgress | None = None,
+) -> RunSummary:
+    if workers < 1:
+        raise ConfigError(f"invalid --workers {workers}: must be at least 1")
+    devices = devices or ["auto"]
+    resolved = [str(resolve_device(d)) for d in devices]  # refuse absent devices before anything
+    data = data or study.spec.data
+    load_data(data)  # fail fast on bad data, and decode once so workers read the cache
+
+    store = open_study_store(study, store_url, allow_spec_change)
+    runs = run_dicts(study)
+    enqueued = store.enqueue_missing(runs)
+    base = options or WorkerOptions(store_url=None, study_name=study.name)
+    base = replace(base, store_url=store_url, study_name=study.name, data=data)
+    store.recover_stale(base.grace, base.max_attempts)  # runs left by a killed earlier session
+
+    placements = [resolved[i % len(resolved)] for i in range(workers)]
+    on_cpu = max(1, placements.count("cpu"))
+    threads = max(1, (os.cpu_count() or 1) // on_cpu)
+    worker_options = [
+        replace(base, device=device, threads=threads if device == "cpu" else None)
+        for device in placements
+    ]
+    progress = progress or StudyProgress(total=len(runs), workers=workers)
+    try:
+        _supervise(store, worker_options, progress)
+    finally:
+        progress.close()
+
+    records = store.records()
+    counts = {s: sum(r.state == s for r in records) for s in sorted({r.state for r in records})}
+    csv = csv_path or Path("runs") / study.name / "results.csv"
+    write_table(results_frame(records), csv, "csv")
+    return RunSummary(study.name, store.display_url, enqueued, counts, csv)
+
+
+def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgress) -> None:
+    """Run the workers; replace one that dies while runs remain (a bounded number of times)."""
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_entry, args=(o,), daemon=True) for o in options]
+    for process in processes:
+        process.start()
+    restarts_left = len(options) * max(1, options[0].max_attempts)
+    try:
+        while any(p.is_alive() for p in processes):
+            time.sleep(1.0)
+            records = store.records()
+            progress.update(records)
+            unfinished = any(r.state in ("waiting", "running") for r in records)
+            for i, process in enumerate(processes):
+                if process.is_alive() or process.exitcode == 0 or not unfinished:
+                    continue
+                if restarts_left == 0:
+                    continue
+                restarts_left -= 1
+                store.recover_stale(options[i].grace, options[i].max_attempts)
+                processes[i] = context.Process(
+                    target=_worker_entry, args=(options[i],), daemon=True
+                )
+                processes[i].start()
+        progress.update(store.records())
+    except KeyboardInterrupt:
+        for process in processes:  # they got the same Ctrl-C: let them put their runs back
+            process.join(timeout=30)
+        raise

@@ -1,0 +1,265 @@
+"""Study specs: a TOML file, validated with pydantic, expanded into runs (config + seed).
+
+    name = "seed48"
+    protocol = "seed"
+    seeds = [0]                      # or a count: seeds = 3 means [0, 1, 2]
+    [fixed]                          # TrainConfig settings shared by every run
+    max_epochs = 50
+    [grid]                           # axes, expanded in the order written (first = outermost)
+    optimizer = ["adam", "sgd"]
+    lr = { by = "optimizer", adam = [1e-3, 1e-4], sgd = [1e-2, 1e-3] }   # values per optimizer
+    regularization = [{ batch_norm = true }, { dropout = true }]         # bundles of settings
+    [presets.quick]                  # named overrides of [fixed]
+    width = 0.25
+
+Each run has a stable ``run_id``: a hash of its resolved config (the seed included), so the same
+run is recognised in any later invocation and never enqueued twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cnnsweep.config import Protocol, TrainConfig, make_config
+from cnnsweep.errors import ConfigError, describe_validation_error
+
+Scalar = str | int | float | bool
+AxisValue = Scalar | dict[str, Scalar]
+_CONFIG_FIELDS = set(TrainConfig.model_fields)
+
+
+class DependentAxis(BaseModel):
+    """Values that depend on an earlier axis: ``{ by = "optimizer", adam = [...], ... }``."""
+
+    model_config = ConfigDict(extra="allow")
+    by: str
+
+    @property
+    def choices(self) -> dict[str, list[Scalar]]:
+        return dict(self.model_extra or {})
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    data: str | None = None  # a data path; None = CIFAR-10, downloaded once
+    protocol: Protocol = "holdout"
+    seeds: list[int] | int = [0]
+    fixed: dict[str, Any] = {}
+    grid: dict[str, list[AxisValue] | DependentAxis]
+    presets: dict[str, dict[str, Any]] = {}
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_list(cls, seeds: list[int] | int) -> list[int]:
+        seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError("seeds must be a non-empty list of distinct non-negative integers")
+        return seeds
+
+    @field_validator("fixed")
+    @classmethod
+    def _known_fixed(cls, fixed: dict[str, Any]) -> dict[str, Any]:
+        _check_settings(fixed, "[fixed]")
+        return fixed
+
+    @field_validator("presets")
+    @classmethod
+    def _known_presets(cls, presets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, settings in presets.items():
+            _check_settings(settings, f"[presets.{name}]")
+        return presets
+
+    @field_validator("grid")
+    @classmethod
+    def _valid_grid(cls, grid: dict[str, list[AxisValue] | DependentAxis]):
+        if not grid:
+            raise ValueError("grid is empty: give at least one axis")
+        seen: dict[str, list[AxisValue]] = {}
+        for name, axis in grid.items():
+            if isinstance(axis, DependentAxis):
+                if axis.by not in seen:
+                    raise ValueError(f"grid axis {name!r} depends on {axis.by!r}, no earlier axis")
+                for parent_value in seen[axis.by]:
+                    values = axis.choices.get(str(parent_value))
+                    if not values:
+                        raise ValueError(
+                            f"grid axis {name!r} has no values for {axis.by}={parent_value!r}"
+                        )
+                    _check_axis_values(name, values)
+                seen[name] = [v for vs in axis.choices.values() for v in vs]
+            else:
+                if not axis:
+                    raise ValueError(f"grid axis {name!r} is empty")
+                _check_axis_values(name, axis)
+                seen[name] = axis
+        return grid
+
+
+def _check_settings(settings: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(settings) - _CONFIG_FIELDS - {"seed"})
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r} in {where}")
+    if "seed" in settings:
+        raise ValueError(f"'seed' in {where}: list seeds in the top-level 'seeds' instead")
+
+
+def _check_axis_values(name: str, values: list[AxisValue]) -> None:
+    for value in values:
+        if isinstance(value, dict):
+            _check_settings(value, f"grid axis {name!r}")
+        elif name not in _CONFIG_FIELDS:
+            raise ValueError(f"grid axis {name!r} is not a setting (bundle values need a table)")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a study: a resolved config (seed included) and the grid values that chose it."""
+
+    index: int  # position in the expansion (the report's loop order)
+    run_id: str
+    config: TrainConfig
+    factors: dict[str, Any]  # axis name -> the value this run took (bundles as their table)
+
+    @property
+    def label(self) -> str:
+        parts = [f"{k}={format_value(v)}" for k, v in self.factors.items()]
+        return " ".join([*parts, f"seed={self.config.seed}"])
+
+
+def format_value(value: Any) -> str:
+    """A grid value as a short label: bundles by their true keys (``batch_norm``)."""
+    if isinstance(value, dict):
+        chosen = [k for k, v in value.items() if v is True]
+        return "+".join(chosen) if chosen else ",".join(f"{k}:{v}" for k, v in value.items())
+    return str(value)
+
+
+def run_id(config: TrainConfig) -> str:
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A spec with its preset applied: the name it is stored under, and its runs."""
+
+    spec: StudySpec
+    preset: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}-{self.preset}" if self.preset else self.spec.name
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings shared by every run: protocol, [fixed], then the preset's overrides."""
+        preset = self.spec.presets.get(self.preset, {}) if self.preset else {}
+        return {"protocol": self.spec.protocol, **self.spec.fixed, **preset}
+
+    def document(self) -> dict[str, Any]:
+        """What is stored with the study and compared when it is run again."""
+        return {
+            "name": self.name,
+            "spec": self.spec.model_dump(mode="json", exclude={"presets"}),
+            "preset": self.preset,
+            "preset_settings": self.spec.presets.get(self.preset, {}) if self.preset else {},
+        }
+
+    def runs(self) -> list[Run]:
+        runs: list[Run] = []
+        for factors, assignment in _expand(list(self.spec.grid.items()), {}, {}):
+            for seed in self.spec.seeds:
+                settings = {**self.settings, **assignment, "seed": seed}
+                try:
+                    config = make_config(**settings)
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"run {len(runs) + 1} ({_describe(factors)}): {exc}"
+                    ) from None
+                runs.append(Run(len(runs), run_id(config), config, dict(factors)))
+        first_index: dict[str, int] = {}
+        for run in runs:
+            if (earlier := first_index.setdefault(run.run_id, run.index)) != run.index:
+                raise ConfigError(
+                    f"runs {earlier + 1} and {run.index + 1} of study {self.name!r} are the same "
+                    f"configuration ({run.label})"
+                )
+        return runs
+
+
+def _describe(factors: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={format_value(v)}" for k, v in factors.items())
+
+
+def _expand(axes, factors: dict[str, Any], assignment: dict[str, Any]):
+    """Depth-first over the axes: the first axis is the outermost loop, as in the report."""
+    if not axes:
+        yield factors, assignment
+        return
+    (name, axis), rest = axes[0], axes[1:]
+    values = axis.choices[str(factors[axis.by])] if isinstance(axis, DependentAxis) else axis
+    for value in values:
+        settings = value if isinstance(value, dict) else {name: value}
+        yield from _expand(rest, {**factors, name: value}, {**assignment, **settings})
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def builtin_specs() -> dict[str, str]:
+    """Built-in spec names -> their TOML text."""
+    folder = resources.files("cnnsweep") / "studies"
+    return {
+        entry.name.removesuffix(".toml"): entry.read_text()
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".toml")
+    }
+
+
+def parse_spec(text: str, source: str) -> StudySpec:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed TOML in {source}: {exc}") from None
+    try:
+        return StudySpec(**document)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, 'key')}") from None
+
+
+def load_spec(name_or_path: str) -> StudySpec:
+    """A built-in spec by name, or a TOML file by path."""
+    builtins = builtin_specs()
+    if name_or_path in builtins:
+        return parse_spec(builtins[name_or_path], f"built-in study {name_or_path!r}")
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read study spec {path}: {exc.strerror}") from None
+        return parse_spec(text, str(path))
+    raise ConfigError(
+        f"unknown study {name_or_path!r}: not a file; built-in studies: {', '.join(builtins)}"
+    )
+
+
+def load_study(name_or_path: str, preset: str | None = None) -> Study:
+    spec = load_spec(name_or_path)
+    if preset is not None and preset not in spec.presets:
+        valid = ", ".join(spec.presets) or "none"
+        raise ConfigError(f"study {spec.name!r} has no preset {preset!r}; presets: {valid}")
+    study = Study(spec, preset)
+    study.runs()  # validate every run's config now, before anything is stored
+    return study

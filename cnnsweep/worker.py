@@ -1,0 +1,152 @@
+"""A worker: claim a run -> train it -> record it, until no run is waiting or running.
+
+Several workers (processes, or machines sharing a PostgreSQL store) work on one study at once.
+A worker that dies leaves its run ``running``; any other worker (or the next ``cnnsweep run``)
+sees its process gone or its heartbeat silent, fails that attempt and enqueues the run again, a
+bounded number of times. Ctrl-C or SIGTERM puts the current run back in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import signal
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnsweep import __version__
+from cnnsweep.config import TrainConfig
+from cnnsweep.data import ImageDataset, load_data
+from cnnsweep.devices import resolve_device
+from cnnsweep.store import Claim, Store, this_worker
+from cnnsweep.train import train
+
+log = logging.getLogger("cnnsweep.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    store_url: str | None
+    study_name: str
+    device: str = "auto"
+    data: str | None = None  # None: the study spec's data (CIFAR-10 download if it has none)
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    heartbeat_interval: float = 10.0  # seconds between "still alive" marks during a run
+    grace: float = 120.0  # seconds of silence after which another worker takes a run over
+    max_attempts: int = 3  # a run whose worker is lost this many times stays failed
+    poll_interval: float = 2.0  # seconds between looks at the queue while others still run
+
+
+def git_commit() -> str | None:
+    """The project's git commit (with ``-dirty`` if modified), when running from a checkout."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit or None
+
+
+def environment(device: torch.device) -> dict:
+    """What produced a result: versions, device and host."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {
+        "cnnsweep": __version__,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "device": str(device),
+        "device_name": name or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+@contextmanager
+def heartbeat(store: Store, trial_id: int, interval: float):
+    """Mark the run alive every ``interval`` seconds from a background thread."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                store.heartbeat(trial_id)
+            except Exception as exc:  # a store hiccup must not kill the training
+                log.warning("heartbeat failed: %s", exc)
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _interrupt_on_sigterm() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
+    """Work until the study has nothing waiting or running; returns the number of runs done."""
+    _interrupt_on_sigterm()
+    store = Store.open(options.store_url, options.study_name)
+    device = resolve_device(options.device)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    if data is None:
+        document = store.document() or {}
+        data = load_data(options.data or document.get("spec", {}).get("data"), progress=False)
+    env = environment(device)
+    me = this_worker()
+    done = 0
+    while True:
+        store.recover_stale(options.grace, options.max_attempts)
+        claim = store.claim(me)
+        if claim is None:
+            states = {r.state for r in store.records()}
+            if not states & {"waiting", "running"}:
+                return done
+            time.sleep(options.poll_interval)  # others still run: one of them may die
+            continue
+        _run_one(store, claim, data, device, env, options)
+        done += 1
+
+
+def _run_one(store: Store, claim: Claim, data, device, env: dict, options: WorkerOptions) -> None:
+    config = TrainConfig(**claim.config)
+    store.set_environment(claim.trial_id, env)
+    history: list[dict] = []
+
+    def on_epoch(metrics) -> None:
+        history.append(metrics.model_dump(mode="json"))
+        store.record_epoch(claim.trial_id, history, getattr(metrics, config.monitor))
+
+    log.info("start %s (attempt %d)", claim.label, claim.attempt)
+    with heartbeat(store, claim.trial_id, options.heartbeat_interval):
+        try:
+            result = train(config, data, device, on_epoch=on_epoch)
+        except KeyboardInterrupt:
+            store.fail(claim.trial_id, "interrupted", retry=True)
+            raise
+        except Exception as exc:  # recorded as the run's failure; the worker goes on
+            log.warning("run %s failed: %s: %s", claim.label, type(exc).__name__, exc)
+            store.fail(claim.trial_id, f"{type(exc).__name__}: {exc}")
+            return
+    diverged = result.stop_reason == "diverged"
+    if not store.finish(claim.trial_id, result.model_dump(mode="json"), diverged):
+        log.warning("run %s was taken over by another worker; result discarded", claim.label)
