@@ -70,9 +70,11 @@ def status_text(records: list[RunRecord], workers: int | None = None) -> str:
 class StudyProgress:
     """Feed it the store's records now and then; it shows what changed."""
 
-    def __init__(self, total: int, workers: int, stream: TextIO = sys.stderr, live=None) -> None:
+    def __init__(
+        self, total: int, workers: int, stream: TextIO | None = None, live: bool | None = None
+    ) -> None:
         self.workers = workers
-        self.stream = stream
+        self.stream = stream = stream or sys.stderr
         self.live = stream.isatty() if live is None else live
         self._seen: dict[str, str] | None = None  # run_id -> state last shown
         self._started = time.time()

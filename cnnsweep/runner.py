@@ -6,7 +6,6 @@ connection), placed round-robin on the listed devices; several may share one GPU
 
 from __future__ import annotations
 
-import difflib
 import json
 import multiprocessing
 import os
@@ -46,11 +45,26 @@ def run_dicts(study: Study) -> list[dict]:
     ]
 
 
+def _flatten(document: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in document.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def spec_diff(stored: dict, new: dict) -> str:
-    old_lines = json.dumps(stored, indent=2, sort_keys=True).splitlines()
-    new_lines = json.dumps(new, indent=2, sort_keys=True).splitlines()
-    diff = difflib.unified_diff(old_lines, new_lines, "stored", "new", lineterm="", n=0)
-    return " | ".join(line.strip() for line in diff if not line.startswith(("---", "+++", "@@")))
+    """Readable one-line difference, e.g. ``spec.fixed.max_epochs: 1 -> 2``."""
+    old, now = _flatten(stored), _flatten(new)
+    absent = "(absent)"
+    changes = [
+        f"{key}: {json.dumps(old.get(key, absent))} -> {json.dumps(now.get(key, absent))}"
+        for key in sorted(old.keys() | now.keys())
+        if old.get(key, absent) != now.get(key, absent)
+    ]
+    return "; ".join(changes)
 
 
 def open_study_store(study: Study, store_url: str | None, allow_spec_change: bool) -> Store:
@@ -62,7 +76,8 @@ def open_study_store(study: Study, store_url: str | None, allow_spec_change: boo
             f"study {study.name!r} exists in {store.display_url} with a different spec "
             f"(pass --allow-spec-change to run the new one): {spec_diff(stored, new)}"
         )
-    store.set_document(new)
+    if stored != new:
+        store.set_document(new)
     return store
 
 

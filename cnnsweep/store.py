@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnsweep.errors import CnnsweepError
@@ -45,6 +45,9 @@ _STATE_OF = {
 _RUN_ATTRS = ("run_id", "index", "label", "config", "factors")
 DEFAULT_ROOT = Path("runs")
 JOURNAL_NAME = "journal.log"
+# Seconds after which a journal lock is taken as abandoned (its holder was killed mid-write); an
+# append holds it for milliseconds.
+JOURNAL_LOCK_GRACE = 10
 
 
 class StoreError(CnnsweepError):
@@ -119,7 +122,11 @@ def _open_storage(url: str, create: bool) -> BaseStorage:
             raise StoreError(f"no study store at {path}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            # An absolute path: Optuna's lock is a symlink to it, and a relative target would not
+            # resolve, so a lock left by a killed worker would never be broken.
+            target = str(path.resolve())
+            lock = JournalFileSymlinkLock(target, grace_period=JOURNAL_LOCK_GRACE)
+            return JournalStorage(JournalFileBackend(target, lock_obj=lock))
         except OSError as exc:
             raise StoreError(f"cannot open store {path}: {exc.strerror}") from None
     try:
@@ -188,8 +195,11 @@ class Store:
         """Open the study, creating it (and a journal file) if needed."""
         resolved = resolve_url(url, study_name)
         storage = _open_storage(resolved, create=True)
-        with contextlib.suppress(optuna.exceptions.DuplicatedStudyError):
-            optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
+        try:
+            storage.get_study_id_from_name(study_name)  # exists: write nothing at all
+        except KeyError:
+            with contextlib.suppress(optuna.exceptions.DuplicatedStudyError):  # a racing creator
+                optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
         return cls(storage, study_name, resolved)
 
     @classmethod

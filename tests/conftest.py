@@ -117,3 +117,57 @@ def add_member(tar: tarfile.TarFile, name: str, content: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(content)
     tar.addfile(info, io.BytesIO(content))
+
+
+# --- services and small studies ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server for this test session (see tests/postgres.py)."""
+    from tests.postgres import PostgresServer, server_bin
+
+    if server_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server programs not found")
+        pytest.skip("PostgreSQL server programs not found")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres, request) -> str:
+    """A fresh database on the session's server, one per test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[-50:].lower()
+    return postgres.create_database(name)
+
+
+@pytest.fixture(scope="session")
+def bars_folder(tmp_path_factory) -> Path:
+    """A small learnable grayscale class-folder data set, written once per session."""
+    return write_image_folder(tmp_path_factory.mktemp("bars") / "bars", 40, 10)
+
+
+def write_spec(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+TINY_STUDY = """
+name = "{name}"
+protocol = "holdout"
+seeds = [0, 1, 2]
+data = "{data}"
+
+[fixed]
+width = 0.0625
+max_epochs = {epochs}
+patience = 10
+eval_batch_size = 256
+
+[grid]
+optimizer = ["adam", "sgd"]
+lr = {{ by = "optimizer", adam = [0.001], sgd = [0.05] }}
+regularization = [{{ batch_norm = true }}, {{ dropout = true }}]
+"""

@@ -1,0 +1,73 @@
+"""A private, throwaway PostgreSQL 15 server for the multi-worker tests.
+
+``initdb`` refuses to run as root, so as root the cluster is made and run by the ``postgres``
+user in a temporary folder it owns; it listens on 127.0.0.1 only and is stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def server_bin() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").is_file():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PostgresServer:
+    def __init__(self) -> None:
+        self.bin = server_bin()
+        if self.bin is None:
+            raise RuntimeError("PostgreSQL server programs (initdb, pg_ctl) not found")
+        self.dir = Path(tempfile.mkdtemp(prefix="cnnsweep-pg-", dir="/tmp"))
+        self.port = free_port()
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.dir, "postgres")
+
+    def _run(self, *args: str) -> None:
+        command = " ".join(str(a) for a in args)
+        if self.as_root:
+            argv = ["su", "postgres", "-s", "/bin/bash", "-c", command]
+        else:
+            argv = ["/bin/bash", "-c", command]
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> PostgresServer:
+        data = self.dir / "data"
+        self._run(self.bin / "initdb", "-D", data, "-A", "trust", "-U", "postgres")
+        options = f'"-h 127.0.0.1 -p {self.port} -k {self.dir}"'
+        self._run(self.bin / "pg_ctl", "-D", data, "-o", options, "-l", self.dir / "log",
+                  "-w", "start")  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run(self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

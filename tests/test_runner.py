@@ -1,0 +1,194 @@
+"""Whole studies through the command line: parallel workers, both backends, kills and resumes."""
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from cnnsweep.cli import main
+from cnnsweep.store import Store
+from tests.conftest import TINY_STUDY, write_spec
+
+
+def cnnsweep(*args: str, cwd, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnsweep", *args], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, **kwargs,
+    )  # fmt: skip
+
+
+def assert_each_run_completed_once(store: Store, expected: int) -> None:
+    trials = store.trial_states()
+    assert all(run_id is not None for run_id, _ in trials), "a stray trial (no run) exists"
+    complete = collections.Counter(run_id for run_id, state in trials if state == "complete")
+    assert len(complete) == expected and set(complete.values()) == {1}, complete
+    assert [r.state for r in store.records()] == ["complete"] * expected
+
+
+@pytest.fixture
+def tiny_spec(tmp_path, bars_folder):
+    def make(name: str = "tiny", epochs: int = 2):
+        text = TINY_STUDY.format(name=name, data=bars_folder, epochs=epochs)
+        return write_spec(tmp_path / f"{name}.toml", text)
+
+    return make
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_three_workers_complete_twelve_runs_exactly_once(backend, tiny_spec, tmp_path, request):
+    spec = tiny_spec()
+    args = ["run", str(spec), "--workers", "3", "--devices", "cpu"]
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        args += ["--store", url]
+    done = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "complete: 12" in done.stdout
+    store = (
+        Store.open(url if backend == "postgresql" else None, "tiny")
+        if backend != "journal"
+        else Store.open(str(tmp_path / "runs" / "tiny" / "journal.log"), "tiny")
+    )
+    assert_each_run_completed_once(store, 12)
+    workers = {(r.worker["host"], r.worker["pid"]) for r in store.records()}
+    assert len(workers) == 3  # all three processes took part
+    assert all(r.environment["torch"] and r.environment["device"] == "cpu" for r in store.records())
+    csv = pd.read_csv(tmp_path / "runs" / "tiny" / "results.csv")
+    assert list(csv.columns[:11]) == [
+        "lr", "batch_size", "optimizer", "train_pct", "test_pct", "batch_norm", "dropout",
+        "best_train_acc", "epochs_run", "test_accuracy", "train_time",
+    ]  # fmt: skip
+    assert len(csv) == 12 and csv.test_accuracy.notna().all()
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_its_run_retried(tiny_spec, tmp_path):
+    spec = tiny_spec(name="killed", epochs=6)
+    journal = tmp_path / "runs" / "killed" / "journal.log"
+    parent = cnnsweep("run", str(spec), "--workers", "2", "--devices", "cpu", cwd=tmp_path)
+    victim = None
+    deadline = time.time() + 120
+    while victim is None and time.time() < deadline:
+        time.sleep(0.3)
+        if journal.exists():
+            running = [r for r in Store.open(str(journal), "killed").records()
+                       if r.state == "running" and r.history]  # fmt: skip
+            victim = running[0] if running else None
+    assert victim is not None, "no run reached its first epoch"
+    os.kill(victim.worker["pid"], signal.SIGKILL)  # the worker only; the parent goes on
+    output, _ = parent.communicate(timeout=300)
+    assert parent.returncode == 0, output
+    store = Store.open(str(journal), "killed")
+    assert_each_run_completed_once(store, 12)
+    (retried,) = [r for r in store.records() if r.attempts > 1]
+    assert retried.run_id == victim.run_id and retried.attempts == 2
+    assert sum(state == "failed" for _, state in store.trial_states()) == 1
+
+
+def test_a_changed_spec_is_refused_with_a_diff_and_results_stay(tiny_spec, tmp_path, capsys,
+                                                                 monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(name="changing", epochs=1)
+    assert main(["run", str(spec), "--devices", "cpu"]) == 0
+    journal = tmp_path / "runs" / "changing" / "journal.log"
+    size = journal.stat().st_size
+    spec.write_text(spec.read_text().replace("max_epochs = 1", "max_epochs = 2"))
+    capsys.readouterr()
+    assert main(["run", str(spec), "--devices", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "different spec" in err
+    assert "spec.fixed.max_epochs: 1 -> 2" in err
+    assert journal.stat().st_size == size  # nothing was written
+    assert main(["run", str(spec), "--devices", "cpu", "--allow-spec-change"]) == 0
+    records = Store.open(str(journal), "changing").records()
+    assert len(records) == 24 and {r.state for r in records} == {"complete"}
+
+
+def test_sigkill_then_the_same_command_finishes_only_what_is_missing(tiny_spec, tmp_path):
+    spec = tiny_spec(name="resume", epochs=3)
+    journal = tmp_path / "runs" / "resume" / "journal.log"
+    first = cnnsweep("run", str(spec), "--workers", "1", "--devices", "cpu", cwd=tmp_path,
+                     start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            time.sleep(0.3)
+            if not journal.exists():
+                continue
+            records = Store.open(str(journal), "resume").records()
+            done = sum(r.state == "complete" for r in records)
+            if done >= 2 and any(r.state == "running" and r.history for r in records):
+                break
+        else:
+            pytest.fail("the study did not progress")
+        os.killpg(first.pid, signal.SIGKILL)
+    finally:
+        first.wait(timeout=30)
+    before = {r.run_id: r.finished for r in Store.open(str(journal), "resume").records()
+              if r.state == "complete"}  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "cnnsweep", "run", str(spec), "--workers", "2", "--devices", "cpu"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(before)} of 12 runs already finished" in again.stderr
+    store = Store.open(str(journal), "resume")
+    assert_each_run_completed_once_or_retried(store)
+    after = {r.run_id: r.finished for r in store.records()}
+    assert all(after[run_id] == finished for run_id, finished in before.items())  # not rerun
+    killed = [r for r in store.records() if r.attempts > 1]
+    assert len(killed) == 1  # the run in flight at the kill: one failed attempt, then complete
+
+
+def assert_each_run_completed_once_or_retried(store: Store) -> None:
+    trials = store.trial_states()
+    complete = collections.Counter(run_id for run_id, state in trials if state == "complete")
+    assert len(complete) == 12 and set(complete.values()) == {1}
+    assert all(run_id is not None for run_id, _ in trials)
+    failed = [run_id for run_id, state in trials if state == "failed"]
+    assert len(failed) == 1  # the killed attempt, kept as a record
+
+
+def test_status_and_export(tiny_spec, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(name="small", epochs=1)
+    assert main(["run", str(spec), "--devices", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "runs: 12" in out and "complete: 12" in out and "eta: 0m00s" in out
+    assert main(["export", "--study", "small", "--format", "parquet", "-o", "r.parquet"]) == 0
+    frame = pd.read_parquet(tmp_path / "r.parquet")
+    assert len(frame) == 12 and frame.columns[0] == "lr" and (frame.state == "complete").all()
+    assert main(["export", str(spec), "-o", "r.csv"]) == 0
+    assert len(pd.read_csv(tmp_path / "r.csv")) == 12
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "SPEC", "--workers", "0"], "invalid --workers 0: must be at least 1"),
+        (["run", "SPEC", "--devices", "cuda:3"], "device 'cuda:3' does not exist"),
+        (["run", "SPEC", "--store", "sqlite:///x.db"], "SQLite is not supported"),
+        (["run", "SPEC", "--store", "postgresql://bob:hunter2@127.0.0.1:9/x"],
+         "cannot reach store postgresql+psycopg://bob:***@127.0.0.1:9/x"),
+        (["status", "--study", "nothing"], "no study store at runs/nothing/journal.log"),
+        (["export", "--study", "nothing", "-o", "x.csv"], "no study store at"),
+        (["status"], "name the study: give a SPEC or --study NAME"),
+    ],
+)  # fmt: skip
+def test_bad_run_input_is_one_line_and_changes_nothing(
+    args, message, tiny_spec, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec()
+    args = [str(spec) if a == "SPEC" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "hunter2" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

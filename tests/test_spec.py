@@ -1,0 +1,100 @@
+import pytest
+
+from cnnsweep.cli import main
+from cnnsweep.errors import ConfigError
+from cnnsweep.spec import builtin_specs, load_study, parse_spec
+from tests.conftest import write_spec
+
+
+def report_configs():
+    """The report's own loop (run_experiments.py, lines 13-29), verbatim in substance."""
+    configs = []
+    learning_rates = {"adam": [0.001, 0.0001], "sgd": [0.01, 0.001], "rmsprop": [0.001, 0.0001]}
+    for opt in ["adam", "sgd", "rmsprop"]:
+        for lr in learning_rates[opt]:
+            for bs in [32, 64]:
+                for split in [(0.7, 0.3), (0.9, 0.1)]:
+                    configs.append((lr, bs, opt, split, True, False))
+                    configs.append((lr, bs, opt, split, False, True))
+    return configs
+
+
+def test_seed48_is_the_reports_grid_in_the_reports_order():
+    runs = load_study("seed48").runs()
+    ours = [
+        (c.lr, c.batch_size, c.optimizer, (c.split, round(1 - c.split, 10)), c.batch_norm,
+         c.dropout)
+        for c in (run.config for run in runs)
+    ]  # fmt: skip
+    assert ours == report_configs()
+    config = runs[0].config
+    assert (config.protocol, config.max_epochs, config.patience) == ("seed", 50, 2)
+    assert config.monitor == "train_accuracy" and config.width == 1.0
+    assert len({run.run_id for run in runs}) == 48
+
+
+def test_presets_and_names():
+    quick = load_study("seed48", "quick")
+    assert quick.name == "seed48-quick"
+    assert {r.config.width for r in quick.runs()} == {0.25}
+    assert [r.run_id for r in quick.runs()] != [r.run_id for r in load_study("seed48").runs()]
+    assert len(load_study("seed48-holdout").runs()) == 144
+    assert {"seed48", "seed48-holdout"} <= set(builtin_specs())
+
+
+def test_run_ids_are_stable_and_depend_on_the_config():
+    a = load_study("seed48").runs()
+    b = load_study("seed48").runs()
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    assert a[0].label.startswith("optimizer=adam lr=0.001 batch_size=32 split=0.7")
+
+
+def test_seeds_can_be_a_count(tmp_path):
+    spec = parse_spec('name = "s"\nseeds = 3\n[grid]\nlr = [0.1, 0.2]', "t")
+    assert spec.seeds == [0, 1, 2]
+
+
+def test_dry_run_prints_every_run(capsys):
+    assert main(["run", "seed48", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 48 and "regularization=dropout" in out[1]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('name = "x"\n[grid\nlr = [1]', "malformed TOML in .*line 2"),
+        ('name = "x"\ncolour = "red"\n[grid]\nlr = [0.1]', "unknown key 'colour'"),
+        ('name = "x"\n[fixed]\ncolour = 1\n[grid]\nlr = [0.1]',
+         r"unknown setting 'colour' in \[fixed\]"),
+        ('name = "x"\nseeds = "many"\n[grid]\nlr = [0.1]', "invalid seeds"),
+        ('name = "x"\n[grid]\nlr = ["fast"]', r"run 1 \(lr=fast\): invalid lr='fast'"),
+        ('name = "x"\n[grid]', "grid is empty"),
+        ('name = "x"\n[grid]\nlr = []', "grid axis 'lr' is empty"),
+        ('name = "x"\n[grid]\ncolour = [1, 2]', "grid axis 'colour' is not a setting"),
+        ('name = "x"\n[grid]\noptimizer = ["adam", "sgd"]\nlr = { by = "optimizer", adam = [0.1] }',
+         "grid axis 'lr' has no values for optimizer='sgd'"),
+        ('name = "x"\n[grid]\nlr = { by = "optimizer", adam = [0.1] }', "no earlier axis"),
+        ('name = "x"\n[grid]\nlr = [0.1, 0.1]', "runs 1 and 2 .* are the same configuration"),
+        ('name = "x y"\n[grid]\nlr = [0.1]', "invalid name"),
+    ],
+)  # fmt: skip
+def test_bad_specs_are_one_line_errors(tmp_path, toml, message):
+    path = write_spec(tmp_path / "study.toml", toml)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_study(str(path))
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_builtin_lists_them_and_unknown_preset(capsys):
+    with pytest.raises(ConfigError, match=r"unknown study 'seed49'.*built-in studies: seed48"):
+        load_study("seed49")
+    with pytest.raises(ConfigError, match="has no preset 'tiny'; presets: full, quick"):
+        load_study("seed48", "tiny")
+    assert main(["run", "seed49"]) == 2
+    assert capsys.readouterr().err.startswith("cnnsweep: error: unknown study 'seed49'")
+
+
+def test_unreadable_spec_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read study spec"):
+        load_study(str(tmp_path / "missing.toml"))

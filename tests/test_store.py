@@ -1,0 +1,121 @@
+"""The store's contract, run against every backend (journal file and PostgreSQL)."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cnnsweep.store import Store, StoreError, resolve_url, this_worker
+
+
+def runs(count: int = 4) -> list[dict]:
+    return [
+        {"run_id": f"r{i}", "index": i, "label": f"run {i}",
+         "config": {"lr": 0.1 * (i + 1), "seed": 0}, "factors": {"lr": 0.1 * (i + 1)}}
+        for i in range(count)
+    ]  # fmt: skip
+
+
+@pytest.fixture(params=["journal", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "journal":
+        return str(tmp_path / "journal.log")
+    return request.getfixturevalue("postgres_url")
+
+
+def test_enqueue_is_idempotent_and_claims_follow_study_order(store_url):
+    store = Store.create(store_url, "s")
+    assert store.enqueue_missing(runs()) == 4
+    assert store.enqueue_missing(runs()) == 0
+    assert Store.create(store_url, "s").enqueue_missing(runs(6)) == 2  # a second process
+    me = this_worker()
+    claimed = [store.claim(me) for _ in range(6)]
+    assert [c.run_id for c in claimed] == ["r0", "r1", "r2", "r3", "r4", "r5"]
+    assert store.claim(me) is None
+    assert {r.state for r in store.records()} == {"running"}
+
+
+def test_results_failures_and_divergence_are_recorded(store_url):
+    store = Store.create(store_url, "s")
+    store.enqueue_missing(runs(3))
+    me = this_worker()
+    a, b, c = (store.claim(me) for _ in range(3))
+    store.set_environment(a.trial_id, {"torch": "2.13"})
+    store.record_epoch(a.trial_id, [{"epoch": 1, "val_accuracy": 40.0}], 40.0)
+    assert store.finish(a.trial_id, {"test_accuracy": 55.5, "history": [{"epoch": 1}]}, False)
+    assert store.finish(b.trial_id, {"test_accuracy": 10.0, "history": []}, diverged=True)
+    assert store.fail(c.trial_id, "ValueError: boom")
+    first, second, third = store.records()
+    assert (first.state, first.result["test_accuracy"]) == ("complete", 55.5)
+    assert first.history == [{"epoch": 1}]
+    assert first.environment == {"torch": "2.13"} and first.worker["pid"] == me["pid"]
+    assert second.state == "diverged"
+    assert (third.state, third.error) == ("failed", "ValueError: boom")
+    # running the study again retries the failed run only
+    assert store.enqueue_missing(runs(3)) == 1
+    assert [r.state for r in store.records()] == ["complete", "diverged", "waiting"]
+
+
+def test_a_dead_workers_run_is_retried_a_bounded_number_of_times(store_url):
+    store = Store.create(store_url, "s")
+    store.enqueue_missing(runs(1))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    ghost = this_worker() | {"pid": int(dead)}
+    for attempt in (1, 2):
+        claim = store.claim(ghost)
+        assert claim.attempt == attempt
+        assert store.recover_stale(grace_seconds=3600, max_attempts=2) == ["run 0"]
+    assert store.records()[0].state == "failed" and "died" in store.records()[0].error
+    assert store.records()[0].attempts == 2
+    assert store.claim(this_worker()) is None  # no third attempt
+
+
+def test_a_silent_worker_is_taken_over_and_its_late_result_refused(store_url):
+    store = Store.create(store_url, "s")
+    store.enqueue_missing(runs(1))
+    elsewhere = this_worker() | {"host": "another-machine"}
+    slow = store.claim(elsewhere)
+    assert store.recover_stale(grace_seconds=3600, max_attempts=3) == []  # it is fresh
+    time.sleep(0.3)
+    assert store.recover_stale(grace_seconds=0.1, max_attempts=3) == ["run 0"]
+    assert store.recover_stale(grace_seconds=0.1, max_attempts=3) == []  # only once
+    retry = store.claim(this_worker())
+    assert retry.attempt == 2
+    assert not store.finish(slow.trial_id, {"test_accuracy": 1.0}, False)  # refused
+    assert store.finish(retry.trial_id, {"test_accuracy": 2.0}, False)
+    (record,) = store.records()
+    assert (record.state, record.result["test_accuracy"], record.attempts) == ("complete", 2.0, 2)
+
+
+def test_interrupted_run_goes_back_to_the_queue(store_url):
+    store = Store.create(store_url, "s")
+    store.enqueue_missing(runs(1))
+    claim = store.claim(this_worker())
+    assert store.fail(claim.trial_id, "interrupted", retry=True)
+    assert store.records()[0].state == "waiting"
+    assert store.claim(this_worker()).attempt == 1
+
+
+def test_opening_a_missing_study_creates_nothing(store_url, tmp_path):
+    Store.create(store_url, "present")
+    with pytest.raises(StoreError, match=r"no study 'absent' in store .*studies there: present"):
+        Store.open(store_url, "absent")
+    with pytest.raises(StoreError, match="no study store at"):
+        Store.open(str(tmp_path / "nothing.log"), "x")
+    assert not (tmp_path / "nothing.log").exists()
+
+
+def test_unreachable_postgres_names_it_without_the_password():
+    url = "postgresql://alice:s3cret-pw@127.0.0.1:9/db"
+    with pytest.raises(StoreError) as error:
+        Store.create(url, "s")
+    message = str(error.value)
+    assert message.startswith("cannot reach store postgresql+psycopg://alice:***@127.0.0.1:9/db")
+    assert "s3cret-pw" not in message and "\n" not in message
+
+
+def test_sqlite_is_refused():
+    with pytest.raises(StoreError, match="SQLite is not supported"):
+        resolve_url("sqlite:///study.db", "s")
