@@ -173,6 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     counts = ", ".join(f"{k}: {v}" for k, v in summary.counts.items())
     print(f"study {summary.study} ({summary.store}): {counts}; results in {summary.csv}")
+    if summary.report:
+        print(f"report: {summary.report}")
     return 0 if set(summary.counts) <= {"complete", "diverged"} else 1
 
 
@@ -211,6 +213,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     frame = results_frame(store.records())
     path = write_table(frame, Path(args.output), args.format)
     print(f"{len(frame)} runs written to {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnsweep.report import build_report, study_data
+    from cnnsweep.store import Store
+
+    store = Store.open(args.store, _study_name(args))
+    files = build_report(study_data(store), Path(args.output), args.claims)
+    print(f"report written to {files.html} ({len(files.figures)} figures, {files.csv.name})")
     return 0
 
 
@@ -291,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="csv", help="csv (default) or parquet")
     export.add_argument("-o", "--output", required=True, help="file to write")
     export.set_defaults(handler=cmd_export)
+
+    report = commands.add_parser("report", help="write the HTML report, figures and CSV")
+    _add_study_ref(report)
+    report.add_argument("-o", "--output", required=True, help="folder to write into")
+    report.add_argument("--claims", help="TOML file of claims to test (default: the report's)")
+    report.set_defaults(handler=cmd_report)
 
     studies = commands.add_parser("studies", help="list the built-in study specs")
     studies.set_defaults(handler=cmd_studies)

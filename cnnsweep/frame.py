@@ -79,3 +79,17 @@ def write_table(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
         staging.unlink(missing_ok=True)
         raise CnnsweepError(f"cannot write {path}: {exc.strerror}") from None
     return path
+
+
+HISTORY_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
+
+
+def history_frame(records: list[RunRecord]) -> pd.DataFrame:
+    """Per-epoch metrics of every run that recorded any, long format (one row per epoch)."""
+    rows = [
+        {"run_id": record.run_id, "epoch": epoch["epoch"],
+         **{k: epoch.get(k) for k in HISTORY_COLUMNS}}
+        for record in records
+        for epoch in record.history
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["run_id", "epoch", *HISTORY_COLUMNS])

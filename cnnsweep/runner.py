@@ -18,6 +18,7 @@ from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
 from cnnsweep.frame import results_frame, write_table
 from cnnsweep.progress import StudyProgress
+from cnnsweep.report import build_report, study_data
 from cnnsweep.spec import Study
 from cnnsweep.store import Store
 from cnnsweep.worker import WorkerOptions, run_worker
@@ -30,6 +31,7 @@ class RunSummary:
     enqueued: int
     counts: dict[str, int]
     csv: Path | None
+    report: Path | None = None
 
 
 def run_dicts(study: Study) -> list[dict]:
@@ -132,9 +134,10 @@ def run_study(
 
     records = store.records()
     counts = {s: sum(r.state == s for r in records) for s in sorted({r.state for r in records})}
-    csv = csv_path or Path("runs") / study.name / "results.csv"
-    write_table(results_frame(records), csv, "csv")
-    return RunSummary(study.name, store.display_url, enqueued, counts, csv)
+    folder = Path("runs") / study.name
+    csv = write_table(results_frame(records), csv_path or folder / "results.csv", "csv")
+    report = build_report(study_data(store), folder / "report").html
+    return RunSummary(study.name, store.display_url, enqueued, counts, csv, report)
 
 
 def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgress) -> None:

@@ -1,0 +1,149 @@
+"""The report's claims, re-tested: each claim (from a TOML file a user can extend) becomes a
+row with the evidence from the study and a verdict: supported, contradicted or inconclusive."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cnnsweep.errors import ConfigError, describe_validation_error
+from cnnsweep.report.stats import MIN_PAIRS, Comparison, compare, with_ranks
+
+Scalar = str | int | float | bool
+UNITS = {"test_accuracy": "pts", "overfit_gap": "pts", "best_train_acc": "pts",
+         "train_time": "s", "epochs_trained": "epochs", "epochs_run": "epochs"}  # fmt: skip
+
+
+class ClaimTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    factor: str
+    greater: Scalar  # the level expected to have the larger metric
+    lesser: Scalar
+    within: str | None = None  # repeat the test for each level of this factor
+    where: dict[str, Scalar | list[Scalar]] = {}  # keep only these levels
+
+
+class Claim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    claim: str
+    metric: str
+    tests: list[ClaimTest] = Field(min_length=1)
+
+
+class ClaimFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    claims: list[Claim]
+
+
+def load_claims(path: str | Path | None = None) -> list[Claim]:
+    """The built-in claims of the seed report, or a user's file of the same form."""
+    if path is None:
+        text = (resources.files("cnnsweep") / "report" / "claims.toml").read_text()
+        source = "built-in claims"
+    else:
+        try:
+            text, source = Path(path).read_text(), str(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read claims file {path}: {exc.strerror}") from None
+    try:
+        return ClaimFile(**tomllib.loads(text)).claims
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed TOML in {source}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, 'key')}") from None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    context: str  # e.g. "optimizer=adam" for a test repeated `within` a factor
+    comparison: Comparison
+
+    def describe(self, unit: str) -> str:
+        c = self.comparison
+        where = f"{self.context}: " if self.context else ""
+        if c.pairs == 0:
+            return f"{where}{c.a} vs {c.b}: no matched pairs"
+        low, high = c.difference_ci
+        p_low, p_high = c.p_ci
+        return (
+            f"{where}{c.a} − {c.b} = {c.mean_difference:+.2f} {unit} "
+            f"[{_num(low)}, {_num(high)}], P({c.a} > {c.b}) = {c.p_a_greater:.2f} "
+            f"[{_prob(p_low)}, {_prob(p_high)}], {c.pairs} pairs"
+        )
+
+
+def _num(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:+.2f}"
+
+
+def _prob(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: Claim
+    verdict: str  # supported | contradicted | inconclusive
+    evidence: list[Evidence]
+    note: str = ""
+
+    @property
+    def unit(self) -> str:
+        return UNITS.get(self.claim.metric, "")
+
+
+def _levels_match(series: pd.Series, wanted: Scalar | list[Scalar]) -> pd.Series:
+    wanted = wanted if isinstance(wanted, list) else [wanted]
+    return series.isin(wanted)
+
+
+def evaluate(claim: Claim, frame: pd.DataFrame, factors: list[str]) -> Finding:
+    """Test one claim on the finished runs of a tidy frame."""
+    if claim.metric not in frame.columns:
+        return Finding(claim, "inconclusive", [], f"metric {claim.metric!r} is not in the results")
+    frame = with_ranks(frame[frame["finished"]], factors)
+    evidence: list[Evidence] = []
+    for test in claim.tests:
+        needed = [test.factor, *([test.within] if test.within else []), *test.where]
+        missing = [f for f in needed if f not in factors]
+        if missing:
+            return Finding(claim, "inconclusive", evidence,
+                           f"factor {missing[0]!r} is not varied in this study")  # fmt: skip
+        subset = frame
+        for factor, wanted in test.where.items():
+            subset = subset[_levels_match(subset[factor], wanted)]
+        groups = [("", subset)]
+        if test.within:
+            groups = [(f"{test.within}={level}", part)
+                      for level, part in subset.groupby(test.within, sort=False)]  # fmt: skip
+        for context, part in groups:
+            if test.where:
+                context = ", ".join(f"{k}={v}" for k, v in test.where.items()) + (
+                    f", {context}" if context else "")  # fmt: skip
+            result = compare(part, test.factor, test.greater, test.lesser, claim.metric, factors)
+            evidence.append(Evidence(context, result))
+    outcomes = [e.comparison.outcome for e in evidence]
+    if not evidence:
+        return Finding(claim, "inconclusive", evidence, "no runs to compare")
+    if "less" in outcomes:
+        verdict = "contradicted"
+    elif all(o == "greater" for o in outcomes):
+        verdict = "supported"
+    else:
+        verdict = "inconclusive"
+    few = [e for e in evidence if e.comparison.pairs < MIN_PAIRS]
+    note = (
+        f"fewer than {MIN_PAIRS} matched pairs in some tests: no verdict from those" if few else ""
+    )
+    return Finding(claim, verdict, evidence, note)
+
+
+def evaluate_all(claims: list[Claim], frame: pd.DataFrame, factors: list[str]) -> list[Finding]:
+    return [evaluate(claim, frame, factors) for claim in claims]

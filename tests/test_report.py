@@ -1,0 +1,207 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cnnsweep.cli import main
+from cnnsweep.errors import CnnsweepError, ConfigError
+from cnnsweep.report import build_report, study_data
+from cnnsweep.report.findings import load_claims
+from cnnsweep.report.stats import bootstrap_interval, compare, probability_of_improvement
+from cnnsweep.store import Store
+from tests.conftest import REPO
+from tests.report_fixture import DIVERGED_INDEX, FAILED_INDEX, WAITING, make_fixture_study
+
+
+@pytest.fixture(scope="module")
+def fixture_report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fixture")
+    store = make_fixture_study(folder)
+    out = folder / "report"
+    files = build_report(study_data(store), out)
+    return store, files, out
+
+
+def verdicts(html: str) -> dict[str, str]:
+    """Claim id -> verdict, read from the findings table."""
+    table = html.split('id="findings"')[1].split("</table>")[0]
+    rows = table.split("<tr><td>")[1:]
+    return {row.split("</td>")[0]: row.split('class="verdict ')[1].split('"')[0] for row in rows}
+
+
+def test_figures_are_real_pngs_of_sensible_size(fixture_report):
+    _, files, _ = fixture_report
+    assert [p.name for p in files.figures] == [
+        "fig1_accuracy_by_optimizer.png", "fig2_accuracy_by_learning_rate.png",
+        "fig3_train_vs_test.png", "fig4_time_by_batch_size.png", "fig5_epochs_by_split.png",
+        "fig6_learning_curves.png",
+    ]  # fmt: skip
+    for path in files.figures:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(path) as image:
+            width, height = image.size
+            assert 500 <= width <= 2000 and 350 <= height <= 2000
+            colours = len(set(image.convert("RGB").resize((64, 64)).getdata()))
+            assert colours > 20  # something is drawn, not a blank canvas
+        assert path.stat().st_size > 10_000
+
+
+def test_the_page_embeds_the_figures_and_shows_every_run(fixture_report):
+    store, files, out = fixture_report
+    html = files.html.read_text()
+    assert html.count("data:image/png;base64,") == 6
+    assert 'src="http' not in html and "<script" not in html  # self-contained
+    records = store.records()
+    assert len(records) == 96
+    for record in records:
+        assert f'data-run-id="{record.run_id}"' in html
+    assert "RuntimeError: out of memory (planted)" in html
+    assert html.count('class="state-failed"') == 1 and html.count('class="state-diverged"') == 1
+    assert html.count('class="state-waiting"') == len(WAITING)
+    assert "93 / 96" in html and "97% complete; 2 waiting, 1 failed, 1 diverged" in html
+    assert "Figure 6. Learning curves." in html
+    assert "93 finished runs (3 unfinished or failed runs not drawn)" in html
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == 96 and list(csv.columns[:3]) == ["lr", "batch_size", "optimizer"]
+    assert csv.loc[FAILED_INDEX, "state"] == "failed"
+    assert csv.loc[DIVERGED_INDEX, "state"] == "diverged"
+    assert not list(out.glob(".report-*"))  # no staging folder left
+
+
+def test_findings_follow_from_the_planted_effects(fixture_report):
+    _, files, _ = fixture_report
+    html = files.html.read_text()
+    found = verdicts(html)
+    assert found["a"] == "supported"  # batch norm planted 8 points better for every optimizer
+    assert found["d"] == "supported"  # batch 64 planted faster
+    assert found["f"] == "supported"  # 90/10 planted to stop later
+    assert found["g"] == "supported"  # dropout planted with a 25-point train-test gap
+    assert found["e"] == "inconclusive"  # no rmsprop in this study: not varied
+    assert "factor" in html and "P(batch_norm &gt; dropout) = 1.00" in html
+    assert "+8." in html or "+7." in html  # the planted difference, in points
+
+
+def test_a_study_where_dropout_wins_contradicts_claim_a(tmp_path):
+    store = make_fixture_study(tmp_path, name="dropout-wins", dropout_wins=True)
+    files = build_report(study_data(store), tmp_path / "out")
+    found = verdicts(files.html.read_text())
+    assert found["a"] == "contradicted"
+
+
+def test_page_loads_in_headless_chromium_without_console_errors(fixture_report, tmp_path):
+    if shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it)")
+        pytest.skip("chromium is not installed")
+    _, files, _ = fixture_report
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "screenshot_report.py"), str(files.html),
+         str(shot)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # exits 1 on any console message or page error
+    with Image.open(shot) as image:
+        assert image.size[0] == 1280 and image.size[1] > 3000  # the whole long page
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def test_probability_of_improvement_and_intervals():
+    assert probability_of_improvement([1, 2, -1, 0]) == pytest.approx(0.625)
+    low, high = bootstrap_interval(np.arange(100.0))
+    assert low < 49.5 < high and high - low < 20
+    assert np.isnan(bootstrap_interval([3.0])[0])
+    assert bootstrap_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_compare_pairs_runs_that_differ_only_in_the_factor():
+    rows = []
+    for seed in range(4):
+        for optimizer, rates in (("adam", (1e-3, 1e-4)), ("sgd", (1e-2, 1e-3))):
+            for rank, lr in enumerate(rates):
+                score = 50 + (5 if optimizer == "adam" else 0) - 3 * rank + seed
+                rows.append({"optimizer": optimizer, "lr": lr, "lr_rank": rank + 1,
+                             "seed": seed, "acc": score})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    result = compare(frame, "optimizer", "adam", "sgd", "acc", ["optimizer", "lr"])
+    assert result.pairs == 8  # matched on lr rank (the learning rates differ per optimizer)
+    assert result.mean_difference == 5 and result.outcome == "greater"
+    assert result.p_a_greater == 1.0 and result.p_ci == (1.0, 1.0)
+    few = compare(frame[frame.seed < 1], "optimizer", "adam", "sgd", "acc", ["optimizer", "lr"])
+    assert few.pairs == 2 and few.outcome == "indistinguishable"  # too few pairs for a verdict
+
+
+# --- command line and bad input ---------------------------------------------------------------
+
+
+def test_report_command(fixture_report, tmp_path, capsys):
+    store, _, _ = fixture_report
+    out = tmp_path / "cli-report"
+    assert main(["report", "--study", "fixture", "--store", store.url, "-o", str(out)]) == 0
+    assert "report written to" in capsys.readouterr().out
+    assert (out / "report.html").is_file()
+
+
+def test_user_claims_file_is_used(fixture_report, tmp_path):
+    store, _, _ = fixture_report
+    claims = tmp_path / "claims.toml"
+    claims.write_text(
+        '[[claims]]\nid = "z"\nclaim = "SGD beats Adam."\nmetric = "test_accuracy"\n'
+        'tests = [{ factor = "optimizer", greater = "sgd", lesser = "adam" }]\n'
+    )
+    files = build_report(study_data(store), tmp_path / "own", str(claims))
+    html = files.html.read_text()
+    assert verdicts(html) == {"z": "contradicted"} and "SGD beats Adam." in html
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "--study", "nothing", "-o", "OUT"], "no study store at"),
+        (["report", "--study", "absent", "--store", "STORE", "-o", "OUT"], "no study 'absent'"),
+        (["report", "--study", "empty", "--store", "STORE", "-o", "OUT"],
+         "study 'empty' has no runs to report"),
+        (["report", "--study", "fixture", "--store", "STORE", "-o", "FILE/sub"],
+         "cannot write the report to"),
+        (["report", "--study", "fixture", "--store", "STORE", "-o", "OUT", "--claims", "BAD"],
+         "malformed TOML in"),
+        (["report", "--study", "fixture", "--store", "postgresql://u:pw9@127.0.0.1:9/x", "-o",
+          "OUT"], "cannot reach store"),
+    ],
+)  # fmt: skip
+def test_bad_report_input(args, message, fixture_report, tmp_path, capsys, monkeypatch):
+    store, _, _ = fixture_report
+    monkeypatch.chdir(tmp_path)
+    Store.create(store.url, "empty")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "bad.toml").write_text("[[claims]\n")
+    replace = {"OUT": str(tmp_path / "out"), "STORE": store.url, "FILE/sub": "afile/sub",
+               "BAD": str(tmp_path / "bad.toml")}  # fmt: skip
+    assert main([replace.get(a, a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "pw9" not in err
+    assert not (tmp_path / "out" / "report.html").exists()
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_claims_file_errors_name_the_problem(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[[claims]]\nid = "x"\nclaim = "c"\nmetric = "m"\ntests = []\n')
+    with pytest.raises(ConfigError, match="tests"):
+        load_claims(path)
+    with pytest.raises(ConfigError, match="cannot read claims file"):
+        load_claims(tmp_path / "none.toml")
+    assert len(load_claims()) == 7
+
+
+def test_empty_study_is_refused(tmp_path):
+    store = Store.create(str(tmp_path / "j.log"), "blank")
+    with pytest.raises(CnnsweepError, match="has no runs"):
+        study_data(store)
