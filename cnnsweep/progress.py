@@ -23,7 +23,7 @@ FINISHED = ("complete", "diverged", "failed")
 def eta_seconds(records: list[RunRecord], workers: int) -> float | None:
     """Remaining runs x mean duration of finished runs / workers busy (None before any ends)."""
     durations = [r.finished - r.started for r in records if r.state in ("complete", "diverged")
-                 and r.finished and r.started]  # fmt: skip
+                 and r.finished is not None and r.started is not None]  # fmt: skip
     remaining = sum(r.state in ("waiting", "running") for r in records)
     if not durations:
         return None
@@ -77,6 +77,7 @@ class StudyProgress:
         self.stream = stream = stream or sys.stderr
         self.live = stream.isatty() if live is None else live
         self._seen: dict[str, str] | None = None  # run_id -> state last shown
+        self._epochs_shown: dict[str, int] = {}  # run_id -> epochs already printed
         self._started = time.time()
         if self.live:
             self.console = Console(file=stream)
@@ -110,10 +111,12 @@ class StudyProgress:
         for record in records:
             before = self._seen.get(record.run_id)
             if before == record.state:
+                self._print_new_epochs(record)
                 continue
             self._seen[record.run_id] = record.state
             if record.state == "running":
                 self._print(f"start    {record.label} (attempt {record.attempts})")
+                self._print_new_epochs(record)
             elif record.state in FINISHED:
                 result = record.result or {}
                 if "test_accuracy" in result:
@@ -123,6 +126,20 @@ class StudyProgress:
                     detail = f"error: {record.error}"
                 self._print(f"[{done}/{len(records)}] {record.state:<8} {record.label} {detail} "
                             f"(eta {eta})")  # fmt: skip
+
+    def _print_new_epochs(self, record: RunRecord) -> None:
+        """Plain mode: one line per epoch of a running run, as it is recorded."""
+        if record.state != "running":
+            return
+        shown = self._epochs_shown.get(record.run_id, 0)
+        for epoch in record.history[shown:]:
+            val = epoch.get("val_accuracy")
+            self._print(
+                f"  epoch {epoch['epoch']}/{record.config.get('max_epochs')} {record.label} "
+                f"loss={epoch['train_loss']:.3f} acc={epoch['train_accuracy']:.1f}"
+                + (f" val_acc={val:.1f}" if val is not None else "")
+            )
+        self._epochs_shown[record.run_id] = len(record.history)
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)

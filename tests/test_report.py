@@ -46,7 +46,8 @@ def test_figures_are_real_pngs_of_sensible_size(fixture_report):
         with Image.open(path) as image:
             width, height = image.size
             assert 500 <= width <= 2000 and 350 <= height <= 2000
-            colours = len(set(image.convert("RGB").resize((64, 64)).getdata()))
+            pixels = np.asarray(image.convert("RGB").resize((64, 64))).reshape(-1, 3)
+            colours = len(np.unique(pixels, axis=0))
             assert colours > 20  # something is drawn, not a blank canvas
         assert path.stat().st_size > 10_000
 
@@ -205,3 +206,18 @@ def test_empty_study_is_refused(tmp_path):
     store = Store.create(str(tmp_path / "j.log"), "blank")
     with pytest.raises(CnnsweepError, match="has no runs"):
         study_data(store)
+
+
+def test_every_factor_is_compared_level_against_level(fixture_report):
+    _, files, _ = fixture_report
+    table = files.html.read_text().split('id="factors"')[1].split("</table>")[0]
+    rows = [[cell.split(">")[-1] for cell in row.split("</td>")[:-1]]
+            for row in table.split("<tr>")[2:]]  # fmt: skip
+    by_key = {(r[0], r[1], r[2], r[3]): r for r in rows}
+    regularization = by_key[("regularization", "", "batch_norm", "dropout")]
+    assert int(regularization[4]) >= 40 and regularization[-1] == "batch_norm better"
+    # learning rates are compared within each optimizer only
+    assert ("lr", "optimizer=adam", "0.001", "0.0001") in by_key
+    assert ("lr", "optimizer=sgd", "0.01", "0.001") in by_key
+    assert not any(k[0] == "lr" and k[1] == "" for k in by_key)
+    assert by_key[("batch_size", "", "32", "64")][-1] == "not distinguishable"  # no accuracy effect

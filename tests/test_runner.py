@@ -145,6 +145,31 @@ def test_sigkill_then_the_same_command_finishes_only_what_is_missing(tiny_spec, 
     assert len(killed) == 1  # the run in flight at the kill: one failed attempt, then complete
 
 
+def test_ctrl_c_puts_runs_back_and_the_same_command_finishes(tiny_spec, tmp_path):
+    spec = tiny_spec(name="interrupted", epochs=4)
+    journal = tmp_path / "runs" / "interrupted" / "journal.log"
+    args = ["run", str(spec), "--workers", "2", "--devices", "cpu"]
+    first = cnnsweep(*args, cwd=tmp_path, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if journal.exists() and any(
+            r.state == "running" and r.history
+            for r in Store.open(str(journal), "interrupted").records()
+        ):
+            break  # fmt: skip
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 130, output
+    assert "run the same command again" in output
+    store = Store.open(str(journal), "interrupted")
+    assert not any(r.state == "running" for r in store.records())  # all put back
+    again = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_each_run_completed_once(Store.open(str(journal), "interrupted"), 12)
+
+
 def assert_each_run_completed_once_or_retried(store: Store) -> None:
     trials = store.trial_states()
     complete = collections.Counter(run_id for run_id, state in trials if state == "complete")

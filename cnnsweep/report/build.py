@@ -26,7 +26,12 @@ from cnnsweep.errors import CnnsweepError
 from cnnsweep.frame import history_frame, results_frame, write_table
 from cnnsweep.report.figures import all_figures
 from cnnsweep.report.findings import evaluate_all, load_claims
-from cnnsweep.report.stats import MIN_PAIRS, configuration_summary
+from cnnsweep.report.stats import (
+    MIN_PAIRS,
+    Comparison,
+    configuration_summary,
+    factor_comparisons,
+)
 from cnnsweep.report.tidy import tidy_frame
 from cnnsweep.store import Store
 
@@ -112,6 +117,9 @@ def build_report(data: StudyData, out_dir: Path, claims_path: str | None = None)
     protocol = str(frame["config_protocol"].iloc[0])
     curve_metric = "train_accuracy" if protocol == "seed" else "val_accuracy"
     findings = evaluate_all(claims, frame, factors)
+    parents = {name: axis["by"] for name, axis in spec.get("grid", {}).items()
+               if isinstance(axis, dict) and "by" in axis}  # fmt: skip
+    comparisons = factor_comparisons(frame[frame["finished"]], factors, "test_accuracy", parents)
     figures = all_figures(frame, data.history, curve_metric)
 
     staging = _staging_folder(out_dir)
@@ -124,7 +132,7 @@ def build_report(data: StudyData, out_dir: Path, claims_path: str | None = None)
                              "data": base64.b64encode(png).decode(), "width": width,
                              "height": height})  # fmt: skip
         write_table(results, staging / "results.csv", "csv")
-        html = _render(data, frame, findings, pictures, protocol)
+        html = _render(data, frame, findings, comparisons, pictures, protocol)
         (staging / "report.html").write_text(html, encoding="utf-8")
         moved = [_move(staging / f"{fig['key']}.png", out_dir) for fig in pictures]
         csv = _move(staging / "results.csv", out_dir)
@@ -167,7 +175,21 @@ def _run_row(row: pd.Series) -> dict:
     }  # fmt: skip
 
 
-def _render(data: StudyData, frame: pd.DataFrame, findings, pictures, protocol: str) -> str:
+def _comparison_row(context: str, c: Comparison) -> dict:
+    return {
+        "factor": c.factor, "context": context, "a": c.a, "b": c.b, "pairs": c.pairs,
+        "difference": f"{c.mean_difference:+.2f}",
+        "difference_ci": _interval(*c.difference_ci),
+        "p": f"{c.p_a_greater:.2f}", "p_ci": _interval(*c.p_ci),
+        "wilcoxon": _fmt(c.wilcoxon_p, 3),
+        "outcome": {"greater": f"{c.a} better", "less": f"{c.b} better"}.get(
+            c.outcome, "not distinguishable"),
+    }  # fmt: skip
+
+
+def _render(
+    data: StudyData, frame: pd.DataFrame, findings, comparisons, pictures, protocol: str
+) -> str:
     finished = frame[frame["finished"]]
     total = len(frame)
     counts = frame["state"].value_counts()
@@ -216,6 +238,7 @@ def _render(data: StudyData, frame: pd.DataFrame, findings, pictures, protocol: 
         best=best,
         verdicts=verdicts,
         findings=findings,
+        comparisons=[_comparison_row(context, c) for context, c in comparisons],
         min_pairs=MIN_PAIRS,
         figures=pictures,
         configurations=configurations,

@@ -147,3 +147,28 @@ def compare(frame: pd.DataFrame, factor: str, a, b, metric: str, factors: list[s
         p_ci=bootstrap_interval(differences, probability_of_improvement),
         wilcoxon_p=wilcoxon_p,
     )  # fmt: skip
+
+
+def factor_comparisons(
+    frame: pd.DataFrame, factors: list[str], metric: str, parents: dict[str, str]
+) -> list[tuple[str, Comparison]]:
+    """Every pair of levels of every factor, as (context, Comparison), where any pair matched.
+
+    A dependent factor (``parents``: the learning rates chosen ``by`` optimizer) is compared
+    within each level of the factor it depends on.
+    """
+    frame = with_ranks(frame, factors)
+    rows = []
+    for factor in factors:
+        parent = parents.get(factor)
+        groups = [("", frame)] if parent is None else [
+            (f"{parent}={level}", part) for level, part in frame.groupby(parent, sort=False)
+        ]  # fmt: skip
+        for context, part in groups:
+            levels = list(dict.fromkeys(part[factor].dropna()))
+            for i, a in enumerate(levels):
+                for b in levels[i + 1 :]:
+                    result = compare(part, factor, a, b, metric, factors)
+                    if result.pairs:
+                        rows.append((context, result))
+    return rows
