@@ -152,3 +152,11 @@ def test_alexnet_learns_a_grayscale_image_folder(tmp_path):
     config = make_config(batch_norm=True, width=0.125, max_epochs=6, split=0.8)
     result = train(config, data)
     assert result.test_accuracy >= 40.0, result.test_accuracy
+
+
+@pytest.mark.slow
+def test_torch_compile_switch_trains(patterns):
+    """``compile=True`` runs the same loop through torch.compile (inductor on CPU)."""
+    result = train(make_config(compile=True, batch_norm=True, **TINY | {"max_epochs": 1}), patterns)
+    assert result.config.compile and result.epochs_trained == 1
+    assert math.isfinite(result.test_loss) and 0 <= result.test_accuracy <= 100
