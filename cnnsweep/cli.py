@@ -155,8 +155,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cnnsweep.runner import run_study
     from cnnsweep.worker import WorkerOptions
 
-    if args.workers < 1:
-        raise CnnsweepError(f"invalid --workers {args.workers}: must be at least 1")
     study = _study_from_args(args)
     if args.dry_run:
         for run in study.runs():

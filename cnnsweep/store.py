@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from cnnsweep.errors import CnnsweepError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
 
 STATES = ("waiting", "running", "complete", "diverged", "failed")
 _STATE_OF = {
@@ -417,6 +418,3 @@ class Store:
 
 def _timestamp(moment) -> float | None:
     return moment.timestamp() if moment is not None else None
-
-
-logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
