@@ -331,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cnnsweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("cnnsweep: interrupted; run the same command again to finish", file=sys.stderr)
+        hint = "; run the same command again to finish" if args.command == "run" else ""
+        print(f"cnnsweep: interrupted{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `cnnsweep run seed48 --dry-run | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silence the flush at exit)

@@ -128,18 +128,19 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
 
 
 def _run_one(store: Store, claim: Claim, data, device, env: dict, options: WorkerOptions) -> None:
-    config = TrainConfig(**claim.config)
     store.set_environment(claim.trial_id, env)
     history: list[dict] = []
+    monitor = claim.config.get("monitor")
 
     def on_epoch(metrics) -> None:
         history.append(metrics.model_dump(mode="json"))
-        store.record_epoch(claim.trial_id, history, getattr(metrics, config.monitor))
+        store.record_epoch(claim.trial_id, history, getattr(metrics, monitor, None))
 
     log.info("start %s (attempt %d)", claim.label, claim.attempt)
     with heartbeat(store, claim.trial_id, options.heartbeat_interval):
         try:
-            result = train(config, data, device, on_epoch=on_epoch)
+            # Validated here too: a config stored by another version may no longer be valid.
+            result = train(TrainConfig(**claim.config), data, device, on_epoch=on_epoch)
         except KeyboardInterrupt:
             store.fail(claim.trial_id, "interrupted", retry=True)
             raise

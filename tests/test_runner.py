@@ -217,3 +217,27 @@ def test_bad_run_input_is_one_line_and_changes_nothing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "hunter2" not in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_run_that_raises_is_recorded_failed_and_the_others_go_on(
+    bars_folder, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path / "mixed.toml", f"""
+name = "mixed"
+data = "{bars_folder}"
+[fixed]
+width = 0.0625
+max_epochs = 1
+[grid]
+batch_size = [16, 5000]
+""")  # fmt: skip
+    assert main(["run", str(spec), "--devices", "cpu"]) == 1  # some runs failed
+    assert "complete: 1, failed: 1" in capsys.readouterr().out
+    ok, bad = Store.open(None, "mixed").records()
+    assert ok.state == "complete" and bad.state == "failed"
+    assert bad.error.startswith("ConfigError: batch size 5000 is larger than the training split")
+    assert main(["status", "--study", "mixed"]) == 0
+    assert (
+        "failed   batch_size=5000 seed=0: ConfigError: batch size 5000" in capsys.readouterr().out
+    )
