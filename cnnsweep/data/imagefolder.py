@@ -37,16 +37,6 @@ def find_root(folder: Path) -> Path | None:
     return None
 
 
-def folder_files(root: Path) -> list[Path]:
-    """Every image file under ``root/train`` and ``root/test`` (for fingerprinting)."""
-    return [
-        path
-        for split in SPLITS
-        for path in (root / split).rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-    ]
-
-
 def folder_entries(root: Path) -> list[Entry]:
     entries: list[Entry] = []
     for split in SPLITS:
@@ -55,6 +45,11 @@ def folder_entries(root: Path) -> list[Entry]:
                 if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                     entries.append((split, class_dir.name, str(path), path))
     return entries
+
+
+def folder_files(root: Path) -> list[Path]:
+    """Every image file that :func:`folder_entries` reads (for fingerprinting)."""
+    return [entry[3] for entry in folder_entries(root)]
 
 
 def archive_entries(archive: Path) -> list[Entry]:
