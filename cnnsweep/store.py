@@ -295,22 +295,27 @@ class Store:
     def heartbeat(self, trial_id: int) -> None:
         self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
 
-    def record_epoch(
-        self, trial_id: int, history: list[dict[str, Any]], monitored: float | None
-    ) -> None:
-        """Store the history so far (whole, so a reader never sees half of it) and a heartbeat."""
-        self.storage.set_trial_user_attr(trial_id, "history", history)
+    def record_epoch(self, trial_id: int, epoch: dict[str, Any], monitored: float | None) -> None:
+        """Store one epoch's metrics (its own attribute: writes stay small as runs grow long),
+        the monitored value as Optuna's intermediate value, and a heartbeat."""
+        self.storage.set_trial_user_attr(trial_id, _epoch_key(epoch["epoch"]), epoch)
         if monitored is not None and monitored == monitored:  # skip NaN
-            self.storage.set_trial_intermediate_value(trial_id, len(history), monitored)
+            self.storage.set_trial_intermediate_value(trial_id, epoch["epoch"], monitored)
         self.heartbeat(trial_id)
 
     def set_environment(self, trial_id: int, environment: dict[str, Any]) -> None:
         self.storage.set_trial_user_attr(trial_id, "environment", environment)
 
     def finish(self, trial_id: int, result: dict[str, Any], diverged: bool) -> bool:
-        """Store the result and close the run; False if the run was taken from this worker."""
+        """Store the result and close the run; False if the run was taken from this worker.
+
+        Epochs of ``result["history"]`` not yet recorded by :meth:`record_epoch` are added.
+        """
         try:
-            self.storage.set_trial_user_attr(trial_id, "history", result.get("history", []))
+            recorded = self.storage.get_trial(trial_id).user_attrs
+            for epoch in result.get("history", []):
+                if _epoch_key(epoch["epoch"]) not in recorded:
+                    self.storage.set_trial_user_attr(trial_id, _epoch_key(epoch["epoch"]), epoch)
             self.storage.set_trial_user_attr(
                 trial_id, "result", {k: v for k, v in result.items() if k != "history"}
             )
@@ -400,7 +405,7 @@ class Store:
                     attempts=sum(t.state != TrialState.WAITING for t in trials),
                     trial_number=deciding.number,
                     result=attrs.get("result"),
-                    history=attrs.get("history", []),
+                    history=[attrs[k] for k in sorted(attrs) if k.startswith(_EPOCH_PREFIX)],
                     error=attrs.get("error"),
                     worker=attrs.get("worker"),
                     environment=attrs.get("environment"),
@@ -414,6 +419,13 @@ class Store:
     def trial_states(self) -> list[tuple[str | None, str]]:
         """(run_id, state) of every trial, strays and retries included (for audits and tests)."""
         return [(t.user_attrs.get("run_id"), _STATE_OF[t.state]) for t in self._trials()]
+
+
+_EPOCH_PREFIX = "epoch:"
+
+
+def _epoch_key(epoch: int) -> str:
+    return f"{_EPOCH_PREFIX}{epoch:05d}"  # zero-padded, so that keys sort in epoch order
 
 
 def _timestamp(moment) -> float | None:

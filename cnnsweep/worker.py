@@ -129,12 +129,11 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
 
 def _run_one(store: Store, claim: Claim, data, device, env: dict, options: WorkerOptions) -> None:
     store.set_environment(claim.trial_id, env)
-    history: list[dict] = []
     monitor = claim.config.get("monitor")
 
     def on_epoch(metrics) -> None:
-        history.append(metrics.model_dump(mode="json"))
-        store.record_epoch(claim.trial_id, history, getattr(metrics, monitor, None))
+        epoch = metrics.model_dump(mode="json")
+        store.record_epoch(claim.trial_id, epoch, getattr(metrics, monitor, None))
 
     log.info("start %s (attempt %d)", claim.label, claim.attempt)
     with heartbeat(store, claim.trial_id, options.heartbeat_interval):

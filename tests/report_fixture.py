@@ -73,6 +73,7 @@ def make_fixture_study(folder: Path, name: str = "fixture", dropout_wins: bool =
         result = synthetic_result(claim.config, rng, dropout_wins)
         if index == DIVERGED_INDEX:
             result |= {"stop_reason": "diverged", "test_accuracy": 10.0, "train_loss": float("nan")}
-        store.record_epoch(claim.trial_id, result["history"], result["val_accuracy"])
+        for epoch in result["history"]:
+            store.record_epoch(claim.trial_id, epoch, epoch["val_accuracy"])
         store.finish(claim.trial_id, result, diverged=index == DIVERGED_INDEX)
     return store

@@ -42,13 +42,14 @@ def test_results_failures_and_divergence_are_recorded(store_url):
     me = this_worker()
     a, b, c = (store.claim(me) for _ in range(3))
     store.set_environment(a.trial_id, {"torch": "2.13"})
-    store.record_epoch(a.trial_id, [{"epoch": 1, "val_accuracy": 40.0}], 40.0)
-    assert store.finish(a.trial_id, {"test_accuracy": 55.5, "history": [{"epoch": 1}]}, False)
+    store.record_epoch(a.trial_id, {"epoch": 1, "val_accuracy": 40.0}, 40.0)
+    history = [{"epoch": 1, "val_accuracy": 40.0}, {"epoch": 2, "val_accuracy": 41.0}]
+    assert store.finish(a.trial_id, {"test_accuracy": 55.5, "history": history}, False)
     assert store.finish(b.trial_id, {"test_accuracy": 10.0, "history": []}, diverged=True)
     assert store.fail(c.trial_id, "ValueError: boom")
     first, second, third = store.records()
     assert (first.state, first.result["test_accuracy"]) == ("complete", 55.5)
-    assert first.history == [{"epoch": 1}]
+    assert first.history == history  # epoch 1 as recorded during the run, epoch 2 at the end
     assert first.environment == {"torch": "2.13"} and first.worker["pid"] == me["pid"]
     assert second.state == "diverged"
     assert (third.state, third.error) == ("failed", "ValueError: boom")
