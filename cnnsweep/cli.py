@@ -157,9 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study = _study_from_args(args)
     if args.dry_run:
-        for run in study.runs():
+        runs = study.runs()
+        for run in runs:
             print(f"{run.index + 1:4d}  {run.run_id}  {run.label}")
-        print(f"{len(study.runs())} runs in study {study.name!r}", file=sys.stderr)
+        print(f"{len(runs)} runs in study {study.name!r}", file=sys.stderr)
         return 0
     options = WorkerOptions(
         store_url=args.store, study_name=study.name, max_attempts=args.max_attempts,
