@@ -88,12 +88,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from cnnsweep.config import make_config
     from cnnsweep.data import load_data
+    from cnnsweep.data.cache import save_cached
     from cnnsweep.devices import resolve_device
+    from cnnsweep.preflight import preflight
     from cnnsweep.train import train
 
     config = make_config(**_config_settings(args))  # fail fast, before any data is read
     device = resolve_device(args.device)
-    data = load_data(args.data)
+    data = load_data(args.data, save_cache=False)
+    preflight(config, data, device)  # a run that cannot start leaves no cache entry behind
+    save_cached(data)
 
     bar = tqdm(total=0, unit="batch", leave=False, file=sys.stderr, disable=args.quiet or None)
 
@@ -138,26 +142,30 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _study_from_args(args: argparse.Namespace):
-    from cnnsweep.spec import load_study
+    from cnnsweep.spec import MAX_RUNS, load_study
 
-    return load_study(args.spec, args.preset)
+    return load_study(args.spec, args.preset, getattr(args, "max_runs", None) or MAX_RUNS)
 
 
 def _study_name(args: argparse.Namespace) -> str:
-    if getattr(args, "study", None):
-        return args.study
+    from cnnsweep.spec import check_name
+
+    if getattr(args, "study", None) is not None:
+        return check_name(args.study, "study name")
     if getattr(args, "spec", None):
         return _study_from_args(args).name
     raise CnnsweepError("name the study: give a SPEC or --study NAME")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cnnsweep.runner import run_study
+    from cnnsweep.runner import run_study, stored_identity_version
     from cnnsweep.worker import WorkerOptions
 
+    if args.max_runs is not None and args.max_runs < 1:
+        raise CnnsweepError(f"invalid --max-runs {args.max_runs}: must be at least 1")
     study = _study_from_args(args)
     if args.dry_run:
-        runs = study.runs()
+        runs = study.runs(stored_identity_version(study, args.store))
         for run in runs:
             print(f"{run.index + 1:4d}  {run.run_id}  {run.label}")
         print(f"{len(runs)} runs in study {study.name!r}", file=sys.stderr)
@@ -203,14 +211,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from cnnsweep.frame import results_frame, write_table
+    from cnnsweep.frame import check_output_file, results_frame, write_table
     from cnnsweep.store import Store
 
+    output = check_output_file(args.output)  # before the store is even opened
     store = Store.open(args.store, _study_name(args))
     frame = results_frame(store.records())
-    path = write_table(frame, Path(args.output), args.format)
+    path = write_table(frame, output, args.format)
     print(f"{len(frame)} runs written to {path}")
     return 0
 
@@ -282,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", default="auto", help="cpu, or cuda:0,cuda:1 (round-robin)")
     run.add_argument("--data", help="data path (default: the spec's, else CIFAR-10)")
     run.add_argument("--dry-run", action="store_true", help="print the runs and stop")
+    run.add_argument("--max-runs", type=int,
+                     help="refuse a study with more runs than this (default: 100,000)")  # fmt: skip
     run.add_argument("--allow-spec-change", action="store_true",
                      help="run a changed spec under an existing study name")  # fmt: skip
     _add_worker_options(run)
@@ -301,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write the results table")
     _add_study_ref(export)
-    export.add_argument("--format", default="csv", help="csv (default) or parquet")
+    export.add_argument("--format", default="csv", choices=["csv", "parquet"],
+                        help="csv (default) or parquet")  # fmt: skip
     export.add_argument("-o", "--output", required=True, help="file to write")
     export.set_defaults(handler=cmd_export)
 

@@ -17,6 +17,9 @@ Protocol = Literal["holdout", "seed"]
 Monitor = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
 Normalization = Literal["auto", "train", "report"]
 
+# Seeds are bounded so that every consumer (torch, numpy, JSON stores) takes them as they are.
+MAX_SEED = 2**32 - 1
+
 # What each protocol does when a setting is left unset (DESIGN.md, "Two protocols").
 PROTOCOL_DEFAULTS: dict[str, dict] = {
     # The report's script: stop when training accuracy has not improved for 2 epochs.
@@ -27,7 +30,8 @@ PROTOCOL_DEFAULTS: dict[str, dict] = {
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    # Non-finite numbers (inf, nan) are invalid everywhere: they would be stored as null.
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
 
     # Model (options of the registry's factory).
     model: str = "alexnet"
@@ -60,7 +64,7 @@ class TrainConfig(BaseModel):
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = Field(1024, ge=1)
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @field_validator("model")
     @classmethod

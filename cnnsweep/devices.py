@@ -16,7 +16,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     except (RuntimeError, ValueError):
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cpu":
-        return device
+        if device.index not in (None, 0):
+            raise ConfigError(f"unknown device {name!r}: the CPU has no index; use cpu")
+        return torch.device("cpu")
     if device.type == "cuda":
         count = torch.cuda.device_count()
         index = device.index or 0

@@ -48,6 +48,7 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
             torch=env.get("torch"),
             git_commit=env.get("git_commit"),
             error=record.error if record.state == "failed" else None,
+            traceback=record.traceback if record.state == "failed" else None,
             started=_time(record.started),
             finished=_time(record.finished),
         )
@@ -62,11 +63,24 @@ def _time(seconds: float | None):
     return pd.Timestamp(seconds, unit="s", tz="UTC") if seconds is not None else None
 
 
+def check_output_file(output: str) -> Path:
+    """A path that names a file to write: not empty, not a folder, in a folder that exists or
+    can be made."""
+    path = Path(output)
+    if not output.strip() or not path.name or path.name in (".", ".."):
+        raise CnnsweepError(f"invalid output file {output!r}: name a file, e.g. results.csv")
+    if path.is_dir():
+        raise CnnsweepError(f"invalid output file {output!r}: it is a folder; name a file in it")
+    if path.exists() and not path.is_file():
+        raise CnnsweepError(f"invalid output file {output!r}: not a regular file")
+    return path
+
+
 def write_table(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
     """Write CSV or Parquet atomically (a temporary file renamed into place)."""
     if fmt not in ("csv", "parquet"):
         raise CnnsweepError(f"unknown format {fmt!r}; valid formats: csv, parquet")
-    path = Path(path)
+    path = check_output_file(str(path))
     staging = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,17 +54,31 @@ def in_flight_line(record: RunRecord, now: float) -> str:
 
 
 def status_text(records: list[RunRecord], workers: int | None = None) -> str:
-    counts = Counter(r.state for r in records)
-    running = [r for r in records if r.state == "running"]
+    counts = Counter("lost" if r.lost else r.state for r in records)
+    running = [r for r in records if r.state == "running" and not r.lost]
+    lost = [r for r in records if r.lost]
     lines = [
-        f"runs: {len(records)}  " + "  ".join(f"{s}: {counts.get(s, 0)}" for s in STATES),
+        f"runs: {len(records)}  "
+        + "  ".join(f"{s}: {counts.get(s, 0)}" for s in STATES)
+        + (f"  lost: {len(lost)}" if lost else ""),
     ]
     busy = workers if workers is not None else len(running)
     lines.append(f"eta: {format_duration(eta_seconds(records, busy))}")
     now = time.time()
     lines += [f"  running  {in_flight_line(r, now)}" for r in running]
-    lines += [f"  failed   {r.label}: {r.error}" for r in records if r.state == "failed"]
+    lines += [
+        f"  lost     {in_flight_line(r, now)}: its worker process is gone; the next "
+        "`cnnsweep run` or `cnnsweep worker` runs it again"
+        for r in lost
+    ]
+    lines += [f"  failed   {r.label}: {failure_line(r)}" for r in records if r.state == "failed"]
     return "\n".join(lines)
+
+
+def failure_line(record: RunRecord) -> str:
+    """The error, and the traceback's last frame when there is one (where it was raised)."""
+    frames = [ln.strip() for ln in (record.traceback or "").splitlines() if ln.startswith("  File")]
+    return f"{record.error} ({frames[-1]})" if frames else str(record.error)
 
 
 class StudyProgress:

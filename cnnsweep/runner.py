@@ -13,14 +13,20 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cnnsweep.data import load_data
+import torch
+from pydantic import ValidationError
+
+from cnnsweep.data import ImageDataset, load_data
+from cnnsweep.data.cache import save_cached
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
 from cnnsweep.frame import results_frame, write_table
+from cnnsweep.identity import IDENTITY_VERSION
+from cnnsweep.preflight import device_memory, preflight
 from cnnsweep.progress import StudyProgress
 from cnnsweep.report import build_report, study_data
-from cnnsweep.spec import Study
-from cnnsweep.store import Store
+from cnnsweep.spec import Study, StudySpec
+from cnnsweep.store import Store, StudyNotFound, study_folder
 from cnnsweep.worker import WorkerOptions, run_worker
 
 
@@ -34,7 +40,7 @@ class RunSummary:
     report: Path | None = None
 
 
-def run_dicts(study: Study) -> list[dict]:
+def run_dicts(study: Study, identity_version: int = IDENTITY_VERSION) -> list[dict]:
     return [
         {
             "run_id": run.run_id,
@@ -43,7 +49,7 @@ def run_dicts(study: Study) -> list[dict]:
             "config": run.config.model_dump(mode="json"),
             "factors": run.factors,
         }
-        for run in study.runs()
+        for run in study.runs(identity_version)
     ]
 
 
@@ -69,18 +75,37 @@ def spec_diff(stored: dict, new: dict) -> str:
     return "; ".join(changes)
 
 
+def normalized_document(document: dict) -> dict:
+    """A stored study document as this release would write it: the spec re-validated, so that a
+    field that a later release adds (with its default) is not taken for a change of spec."""
+    try:
+        spec = StudySpec(**document["spec"])
+    except (KeyError, TypeError, ValidationError):
+        return document  # not understood: compared as it is
+    return {**document, "spec": spec.model_dump(mode="json", exclude={"presets"})}
+
+
 def open_study_store(study: Study, store_url: str | None, allow_spec_change: bool) -> Store:
     """Create or open the study's store; refuse a changed spec unless allowed."""
     store = Store.create(store_url, study.name)
     stored, new = store.document(), study.document()
-    if stored is not None and stored != new and not allow_spec_change:
+    changed = stored is None or normalized_document(stored) != new
+    if stored is not None and changed and not allow_spec_change:
         raise ConfigError(
             f"study {study.name!r} exists in {store.display_url} with a different spec "
             f"(pass --allow-spec-change to run the new one): {spec_diff(stored, new)}"
         )
-    if stored != new:
+    if changed:
         store.set_document(new)
     return store
+
+
+def stored_identity_version(study: Study, store_url: str | None) -> int:
+    """The identity version of the study's stored runs; this release's for a study not stored."""
+    try:
+        return Store.open(store_url, study.name).identity_version
+    except StudyNotFound:
+        return IDENTITY_VERSION
 
 
 def _worker_entry(options: WorkerOptions) -> None:
@@ -108,18 +133,24 @@ def run_study(
     if workers < 1:
         raise ConfigError(f"invalid --workers {workers}: must be at least 1")
     devices = devices or ["auto"]
-    resolved = [str(resolve_device(d)) for d in devices]  # refuse absent devices before anything
+    resolved = [resolve_device(d) for d in devices]  # refuse absent devices before anything
+    folder = study_folder(study.name)
     data = data or study.spec.data
-    load_data(data)  # fail fast on bad data, and decode once so workers read the cache
+    # Fail fast on bad data and on runs that cannot start or fit, before anything is written;
+    # then cache the decoded data once, so that every worker reads it from there.
+    dataset = load_data(data, save_cache=False)
+    check_runs_fit(study, dataset, resolved)
+    save_cached(dataset)
+    del dataset
 
     store = open_study_store(study, store_url, allow_spec_change)
-    runs = run_dicts(study)
+    runs = run_dicts(study, store.identity_version)
     enqueued = store.enqueue_missing(runs)
     base = options or WorkerOptions(store_url=None, study_name=study.name)
     base = replace(base, store_url=store_url, study_name=study.name, data=data)
     store.recover_stale(base.grace, base.max_attempts)  # runs left by a killed earlier session
 
-    placements = [resolved[i % len(resolved)] for i in range(workers)]
+    placements = [str(resolved[i % len(resolved)]) for i in range(workers)]
     on_cpu = max(1, placements.count("cpu"))
     threads = max(1, (os.cpu_count() or 1) // on_cpu)
     worker_options = [
@@ -134,10 +165,23 @@ def run_study(
 
     records = store.records()
     counts = {s: sum(r.state == s for r in records) for s in sorted({r.state for r in records})}
-    folder = Path("runs") / study.name
     csv = write_table(results_frame(records), csv_path or folder / "results.csv", "csv")
     report = build_report(study_data(store), folder / "report").html
     return RunSummary(study.name, store.display_url, enqueued, counts, csv, report)
+
+
+def check_runs_fit(study: Study, data: ImageDataset, devices: list[torch.device]) -> None:
+    """Preflight every distinct run shape on the smallest device: each must start and fit."""
+    smallest = min(devices, key=device_memory)
+    checked = set()
+    for run in study.runs():
+        key = run.config.model_dump_json(exclude={"seed", "lr"})  # neither changes the fit
+        if key not in checked:
+            checked.add(key)
+            try:
+                preflight(run.config, data, smallest)
+            except ConfigError as exc:
+                raise ConfigError(f"run {run.index + 1} ({run.label}): {exc}") from None
 
 
 def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgress) -> None:

@@ -12,28 +12,58 @@
     [presets.quick]                  # named overrides of [fixed]
     width = 0.25
 
-Each run has a stable ``run_id``: a hash of its resolved config (the seed included), so the same
-run is recognised in any later invocation and never enqueued twice.
+Each run has a stable ``run_id`` (identity.py: its stated settings and seed, versioned), so the
+same run is recognised in any later invocation, and by later releases, and never enqueued twice.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import itertools
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from cnnsweep.config import Protocol, TrainConfig, make_config
+from cnnsweep import identity
+from cnnsweep.config import MAX_SEED, Protocol, TrainConfig, make_config
 from cnnsweep.errors import ConfigError, describe_validation_error
 
 Scalar = str | int | float | bool
 AxisValue = Scalar | dict[str, Scalar]
 _CONFIG_FIELDS = set(TrainConfig.model_fields)
+# Study and preset names become folder names (runs/<study>-<preset>/): no separators, no dots first.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_MAX_LENGTH = 100
+# A study larger than this is refused unless asked for (--max-runs): a typo such as
+# seeds = 1000000 should not enqueue a million runs.
+MAX_RUNS = 100_000
+MAX_SEED_COUNT = 1_000_000  # seeds = N larger than this is surely a mistake (and slow to list)
+
+
+def check_name(name: str, what: str) -> str:
+    """Refuse a study or preset name that is not a plain folder name."""
+    if (
+        not isinstance(name, str)
+        or not re.fullmatch(NAME_PATTERN, name)
+        or len(name) > NAME_MAX_LENGTH
+    ):
+        raise ConfigError(
+            f"invalid {what} {name!r}: use letters, digits, '_', '.' and '-', starting with a "
+            f"letter or digit, at most {NAME_MAX_LENGTH} characters"
+        )
+    return name
 
 
 class DependentAxis(BaseModel):
@@ -42,19 +72,32 @@ class DependentAxis(BaseModel):
     model_config = ConfigDict(extra="allow")
     by: str
 
+    @model_validator(mode="after")
+    def _lists_of_values(self) -> DependentAxis:
+        for parent, values in (self.model_extra or {}).items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(
+                    f"values for {self.by}={parent!r} must be a non-empty list, e.g. "
+                    f"{parent} = [{values!r}]"
+                )
+            for value in values:
+                if not isinstance(value, str | int | float | bool | dict):
+                    raise ValueError(f"value {value!r} for {self.by}={parent!r} is not a setting")
+        return self
+
     @property
     def choices(self) -> dict[str, list[Scalar]]:
         return dict(self.model_extra or {})
 
 
 class StudySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)
     description: str = ""
     data: str | None = None  # a data path; None = CIFAR-10, downloaded once
     protocol: Protocol = "holdout"
-    seeds: list[int] | int = [0]
+    seeds: list[StrictInt] | StrictInt = [0]
     fixed: dict[str, Any] = {}
     grid: dict[str, list[AxisValue] | DependentAxis]
     presets: dict[str, dict[str, Any]] = {}
@@ -62,9 +105,14 @@ class StudySpec(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seed_list(cls, seeds: list[int] | int) -> list[int]:
-        seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
-        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-            raise ValueError("seeds must be a non-empty list of distinct non-negative integers")
+        if isinstance(seeds, int):
+            if not 1 <= seeds <= MAX_SEED_COUNT:
+                raise ValueError(f"a seed count must be between 1 and {MAX_SEED_COUNT:,}")
+            seeds = list(range(seeds))
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        if min(seeds) < 0 or max(seeds) > MAX_SEED:
+            raise ValueError(f"seeds must be between 0 and {MAX_SEED}")
         return seeds
 
     @field_validator("fixed")
@@ -77,6 +125,10 @@ class StudySpec(BaseModel):
     @classmethod
     def _known_presets(cls, presets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name, settings in presets.items():
+            try:
+                check_name(name, "preset name")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
             _check_settings(settings, f"[presets.{name}]")
         return presets
 
@@ -87,6 +139,8 @@ class StudySpec(BaseModel):
             raise ValueError("grid is empty: give at least one axis")
         seen: dict[str, list[AxisValue]] = {}
         for name, axis in grid.items():
+            if name == "seed":
+                raise ValueError("grid axis 'seed': list seeds in the top-level 'seeds' instead")
             if isinstance(axis, DependentAxis):
                 if axis.by not in seen:
                     raise ValueError(f"grid axis {name!r} depends on {axis.by!r}, no earlier axis")
@@ -145,11 +199,6 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def run_id(config: TrainConfig) -> str:
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class Study:
     """A spec with its preset applied: the name it is stored under, and its runs."""
@@ -176,7 +225,15 @@ class Study:
             "preset_settings": self.spec.presets.get(self.preset, {}) if self.preset else {},
         }
 
-    def runs(self) -> list[Run]:
+    def count_runs(self, limit: int) -> int:
+        """How many runs the study has, counting no further than ``limit + 1`` (cheap)."""
+        seeds = len(self.spec.seeds)
+        combos = _expand(list(self.spec.grid.items()), {}, {})
+        return seeds * sum(1 for _ in itertools.islice(combos, limit // seeds + 1))
+
+    def runs(self, identity_version: int = identity.IDENTITY_VERSION) -> list[Run]:
+        """Every run in the report's loop order, with ids under ``identity_version`` (a stored
+        study keeps the version it was created with; see identity.py)."""
         runs: list[Run] = []
         for factors, assignment in _expand(list(self.spec.grid.items()), {}, {}):
             for seed in self.spec.seeds:
@@ -187,7 +244,9 @@ class Study:
                     raise ConfigError(
                         f"run {len(runs) + 1} ({_describe(factors)}): {exc}"
                     ) from None
-                runs.append(Run(len(runs), run_id(config), config, dict(factors)))
+                resolved = config.model_dump(mode="json")
+                run_id = identity.run_id(settings, resolved, identity_version)
+                runs.append(Run(len(runs), run_id, config, dict(factors)))
         first_index: dict[str, int] = {}
         for run in runs:
             if (earlier := first_index.setdefault(run.run_id, run.index)) != run.index:
@@ -245,21 +304,33 @@ def load_spec(name_or_path: str) -> StudySpec:
         return parse_spec(builtins[name_or_path], f"built-in study {name_or_path!r}")
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"study spec {path} is not a regular file")
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode("utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read study spec {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"study spec {path} is not UTF-8 text (byte {exc.start} cannot be decoded)"
+            ) from None
         return parse_spec(text, str(path))
     raise ConfigError(
         f"unknown study {name_or_path!r}: not a file; built-in studies: {', '.join(builtins)}"
     )
 
 
-def load_study(name_or_path: str, preset: str | None = None) -> Study:
+def load_study(name_or_path: str, preset: str | None = None, max_runs: int = MAX_RUNS) -> Study:
     spec = load_spec(name_or_path)
     if preset is not None and preset not in spec.presets:
         valid = ", ".join(spec.presets) or "none"
         raise ConfigError(f"study {spec.name!r} has no preset {preset!r}; presets: {valid}")
     study = Study(spec, preset)
+    check_name(study.name, "study name")
+    if (count := study.count_runs(max_runs)) > max_runs:
+        raise ConfigError(
+            f"study {study.name!r} has more than {max_runs:,} runs ({count:,} counted so far); "
+            "pass --max-runs to run a study this large"
+        )
     study.runs()  # validate every run's config now, before anything is stored
     return study

@@ -26,11 +26,13 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnsweep.errors import CnnsweepError
+from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
+from cnnsweep.journal import open_journal
+from cnnsweep.spec import check_name
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
@@ -44,15 +46,17 @@ _STATE_OF = {
     TrialState.FAIL: "failed",
 }
 _RUN_ATTRS = ("run_id", "index", "label", "config", "factors")
+_IDENTITY_ATTR = "identity_version"  # a study attribute; cnnsweep's mark on its studies
 DEFAULT_ROOT = Path("runs")
 JOURNAL_NAME = "journal.log"
-# Seconds after which a journal lock is taken as abandoned (its holder was killed mid-write); an
-# append holds it for milliseconds.
-JOURNAL_LOCK_GRACE = 10
 
 
 class StoreError(CnnsweepError):
     """The store cannot be reached, or the study is not in it."""
+
+
+class StudyNotFound(StoreError):
+    """There is no such store, or no such study in it."""
 
 
 def _boot_id() -> str:
@@ -89,19 +93,39 @@ def _pid_alive(pid: int) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL with its password masked, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
+    """The URL with its password masked, for messages; a URL whose user-info part does not parse
+    unambiguously (an unencoded ``@`` in the password) is shown without that part at all."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    netloc, slash, path = rest.partition("/")
+    if "@" not in netloc:
+        return url
+    userinfo, host = netloc.rsplit("@", 1)
+    user, colon, _ = userinfo.partition(":")
+    if "@" in userinfo or "/" in userinfo or not user:
+        return f"{scheme}://{host}{slash}{path}"
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}{slash}{path}"
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
+
+def _userinfo(url: str) -> str:
+    netloc = url.partition("://")[2].partition("/")[0]
+    return netloc.rsplit("@", 1)[0] if "@" in netloc else ""
+
+
+def study_folder(study_name: str, root: Path = DEFAULT_ROOT) -> Path:
+    """``root/<study>``: where a study's default journal, CSV and report live; never outside."""
+    check_name(study_name, "study name")
+    folder = root / study_name
+    if not folder.resolve().is_relative_to(root.resolve()):
+        raise StoreError(f"study folder {folder} is outside {root}")
+    return folder
 
 
 def resolve_url(url: str | None, study_name: str) -> str:
     """``None`` -> the default journal file of the study; ``postgresql://`` -> psycopg 3 driver."""
     if url is None:
-        return str(DEFAULT_ROOT / study_name / JOURNAL_NAME)
+        return str(study_folder(study_name) / JOURNAL_NAME)
     if url.startswith("sqlite"):
         raise StoreError(
             "SQLite is not supported: with parallel workers it hands one run to two of them; "
@@ -119,34 +143,28 @@ def _is_database(url: str) -> bool:
 def _open_storage(url: str, create: bool) -> BaseStorage:
     if not _is_database(url):
         path = Path(url)
-        if not create and not path.is_file():
-            raise StoreError(f"no study store at {path}")
+        if not create and not path.exists():
+            raise StudyNotFound(f"no study store at {path}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # An absolute path: Optuna's lock is a symlink to it, and a relative target would not
-            # resolve, so a lock left by a killed worker would never be broken.
-            target = str(path.resolve())
-            lock = JournalFileSymlinkLock(target, grace_period=JOURNAL_LOCK_GRACE)
-            return JournalStorage(JournalFileBackend(target, lock_obj=lock))
+            return open_journal(path)
         except OSError as exc:
             raise StoreError(f"cannot open store {path}: {exc.strerror}") from None
+    userinfo = _userinfo(url)
+    if "@" in userinfo or "/" in userinfo:
+        raise StoreError(
+            f"cannot parse store URL {redact(url)}: its user:password part holds an unencoded "
+            "'@' or '/' (percent-encode them: %40, %2F)"
+        )
     try:
         return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # sqlalchemy raises many kinds; each becomes one line
-        password = _password(url)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        if password:
-            reason = reason.replace(password, "***")
+        password = userinfo.partition(":")[2]
+        for secret in (userinfo, password):
+            if secret:
+                reason = reason.replace(secret, "***")
         raise StoreError(f"cannot reach store {redact(url)}: {reason}") from None
-
-
-def _password(url: str) -> str | None:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).password
-    except Exception:
-        return None
 
 
 @dataclass
@@ -173,11 +191,13 @@ class RunRecord:
     result: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    traceback: str | None = None
     worker: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
     heartbeat: float | None = None
     started: float | None = None
     finished: float | None = None
+    lost: bool = False  # running, but its worker's process on this machine is gone
 
 
 class Store:
@@ -201,24 +221,55 @@ class Store:
         except KeyError:
             with contextlib.suppress(optuna.exceptions.DuplicatedStudyError):  # a racing creator
                 optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
-        return cls(storage, study_name, resolved)
+        store = cls(storage, study_name, resolved)
+        if not store.is_ours():
+            if store._trials():
+                raise store._foreign()
+            # New, or left empty by a run killed right after creating it: ours from now on.
+            storage.set_study_user_attr(store.study_id, _IDENTITY_ATTR, IDENTITY_VERSION)
+        return store
 
     @classmethod
     def open(cls, url: str | None, study_name: str) -> Store:
-        """Open an existing study; a missing one is an error (and nothing is created)."""
+        """Open an existing study of cnnsweep's; a missing one is an error (nothing is created),
+        and so is one that cnnsweep did not create (nothing in it is touched)."""
         resolved = resolve_url(url, study_name)
         storage = _open_storage(resolved, create=False)
         try:
-            return cls(storage, study_name, resolved)
+            store = cls(storage, study_name, resolved)
         except KeyError:
             names = ", ".join(s.study_name for s in storage.get_all_studies()) or "none"
-            raise StoreError(
+            raise StudyNotFound(
                 f"no study {study_name!r} in store {redact(resolved)}; studies there: {names}"
             ) from None
+        if not store.is_ours():
+            raise store._foreign()
+        return store
 
     @property
     def display_url(self) -> str:
         return redact(self.url)
+
+    def is_ours(self) -> bool:
+        attrs = self.storage.get_study_user_attrs(self.study_id)
+        return _IDENTITY_ATTR in attrs or "document" in attrs
+
+    def _foreign(self) -> StoreError:
+        return StoreError(
+            f"study {self.study_name!r} in store {self.display_url} was not created by cnnsweep "
+            "(it has trials but no cnnsweep study document); cnnsweep leaves it untouched"
+        )
+
+    @property
+    def identity_version(self) -> int:
+        """How this study's run_ids are computed (identity.py); 0 for studies stored by 0.1.0."""
+        version = self.storage.get_study_user_attrs(self.study_id).get(_IDENTITY_ATTR, 0)
+        if version not in KNOWN_VERSIONS:
+            raise StoreError(
+                f"study {self.study_name!r} uses run identity version {version}, unknown to "
+                f"this cnnsweep (it knows {', '.join(map(str, KNOWN_VERSIONS))}): upgrade cnnsweep"
+            )
+        return version
 
     # --- the study's spec -------------------------------------------------------------------
 
@@ -259,6 +310,8 @@ class Store:
         """Take the first waiting run (in study order) for ``worker``, or None if none waits."""
         waiting = sorted(self._trials(TrialState.WAITING), key=lambda t: t.number)
         for trial in waiting:
+            if "run_id" not in trial.user_attrs:
+                continue  # not a run of cnnsweep's: never touched
             try:
                 if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                     continue  # another worker took it first
@@ -328,14 +381,19 @@ class Store:
             return False
         return True
 
-    def fail(self, trial_id: int, error: str, *, retry: bool = False) -> bool:
-        """Close the run as failed, with its error; ``retry`` enqueues it again (same attempt).
+    def fail(
+        self, trial_id: int, error: str, *, traceback: str | None = None, retry: bool = False
+    ) -> bool:
+        """Close the run as failed, with its error (one line) and, if given, the traceback that
+        led to it; ``retry`` enqueues it again (same attempt).
 
         Returns False when the run was already closed by someone else.
         """
         trial = self.storage.get_trial(trial_id)
         try:
             self.storage.set_trial_user_attr(trial_id, "error", error)
+            if traceback:
+                self.storage.set_trial_user_attr(trial_id, "traceback", traceback)
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:
             return False
@@ -356,8 +414,7 @@ class Store:
             attrs = trial.user_attrs
             worker = attrs.get("worker") or {}
             beat = attrs.get("heartbeat") or _timestamp(trial.datetime_start) or now
-            same_machine = worker.get("host") == me["host"] and worker.get("boot") == me["boot"]
-            if same_machine and worker.get("pid") and not _pid_alive(worker["pid"]):
+            if _worker_gone(worker, me):
                 reason = f"worker {worker['host']}:{worker['pid']} died"
             elif now - beat > grace_seconds:
                 reason = (
@@ -391,6 +448,7 @@ class Store:
             TrialState.WAITING: 2, TrialState.FAIL: 3,
         }  # fmt: skip
         records = []
+        me = this_worker()
         for run_id, trials in by_run.items():
             deciding = min(trials, key=lambda t: (priority[t.state], -t.number))
             attrs = deciding.user_attrs
@@ -407,11 +465,14 @@ class Store:
                     result=attrs.get("result"),
                     history=[attrs[k] for k in sorted(attrs) if k.startswith(_EPOCH_PREFIX)],
                     error=attrs.get("error"),
+                    traceback=attrs.get("traceback"),
                     worker=attrs.get("worker"),
                     environment=attrs.get("environment"),
                     heartbeat=attrs.get("heartbeat"),
                     started=_timestamp(deciding.datetime_start),
                     finished=_timestamp(deciding.datetime_complete),
+                    lost=deciding.state == TrialState.RUNNING
+                    and _worker_gone(attrs.get("worker") or {}, me),
                 )
             )
         return sorted(records, key=lambda r: r.index)
@@ -419,6 +480,12 @@ class Store:
     def trial_states(self) -> list[tuple[str | None, str]]:
         """(run_id, state) of every trial, strays and retries included (for audits and tests)."""
         return [(t.user_attrs.get("run_id"), _STATE_OF[t.state]) for t in self._trials()]
+
+
+def _worker_gone(worker: dict[str, Any], me: dict[str, Any]) -> bool:
+    """Whether ``worker`` ran on this machine (same host, same boot) and its process is gone."""
+    same_machine = worker.get("host") == me["host"] and worker.get("boot") == me["boot"]
+    return bool(same_machine and worker.get("pid") and not _pid_alive(worker["pid"]))
 
 
 _EPOCH_PREFIX = "epoch:"

@@ -24,6 +24,7 @@ from cnnsweep.data.splits import split_indices
 from cnnsweep.devices import bf16_supported, synchronize
 from cnnsweep.errors import ConfigError
 from cnnsweep.models import create_model
+from cnnsweep.preflight import preflight
 from cnnsweep.results import EpochMetrics, RunResult
 
 EpochCallback = Callable[[EpochMetrics], None]
@@ -47,12 +48,8 @@ def train(
     on_batch: BatchCallback | None = None,
 ) -> RunResult:
     device = torch.device(device)
+    preflight(config, data, device)  # model, batch and memory checked before anything is made
     splits = _prepare_splits(config, data, device)
-    if config.batch_size > len(splits.train):
-        raise ConfigError(
-            f"batch size {config.batch_size} is larger than the training split "
-            f"({len(splits.train)} images)"
-        )
 
     torch.manual_seed(config.seed)  # model initialisation
     model = create_model(

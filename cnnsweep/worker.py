@@ -9,11 +9,13 @@ bounded number of times. Ctrl-C or SIGTERM puts the current run back in the queu
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import signal
 import subprocess
 import threading
 import time
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,13 @@ from cnnsweep import __version__
 from cnnsweep.config import TrainConfig
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.devices import resolve_device
+from cnnsweep.errors import ConfigError
 from cnnsweep.store import Claim, Store, this_worker
 from cnnsweep.train import train
 
 log = logging.getLogger("cnnsweep.worker")
+MIN_HEARTBEAT = 1.0  # seconds
+GRACE_HEARTBEATS = 3  # a run is taken over only after this many heartbeats were missed
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,21 @@ class WorkerOptions:
     grace: float = 120.0  # seconds of silence after which another worker takes a run over
     max_attempts: int = 3  # a run whose worker is lost this many times stays failed
     poll_interval: float = 2.0  # seconds between looks at the queue while others still run
+
+    def __post_init__(self) -> None:
+        beat, grace = self.heartbeat_interval, self.grace
+        if not (math.isfinite(beat) and beat >= MIN_HEARTBEAT):
+            raise ConfigError(
+                f"invalid --heartbeat {beat:g}: must be at least {MIN_HEARTBEAT:g} second "
+                "(each beat is a write to the store)"
+            )
+        if not (math.isfinite(grace) and grace >= GRACE_HEARTBEATS * beat):
+            raise ConfigError(
+                f"invalid --grace {grace:g}: must be at least {GRACE_HEARTBEATS} x --heartbeat "
+                f"({GRACE_HEARTBEATS * beat:g} s), or live workers would be taken for dead"
+            )
+        if self.max_attempts < 1:
+            raise ConfigError(f"invalid --max-attempts {self.max_attempts}: must be at least 1")
 
 
 def git_commit() -> str | None:
@@ -145,7 +165,11 @@ def _run_one(store: Store, claim: Claim, data, device, env: dict, options: Worke
             raise
         except Exception as exc:  # recorded as the run's failure; the worker goes on
             log.warning("run %s failed: %s: %s", claim.label, type(exc).__name__, exc)
-            store.fail(claim.trial_id, f"{type(exc).__name__}: {exc}")
+            store.fail(
+                claim.trial_id,
+                f"{type(exc).__name__}: {exc}",
+                traceback="".join(traceback.format_exception(exc)),
+            )
             return
     diverged = result.stop_reason == "diverged"
     if not store.finish(claim.trial_id, result.model_dump(mode="json"), diverged):

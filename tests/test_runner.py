@@ -230,14 +230,17 @@ data = "{bars_folder}"
 width = 0.0625
 max_epochs = 1
 [grid]
-batch_size = [16, 5000]
+normalization = ["train", "report"]  # 'report' needs RGB images; these are grayscale
 """)  # fmt: skip
     assert main(["run", str(spec), "--devices", "cpu"]) == 1  # some runs failed
     assert "complete: 1, failed: 1" in capsys.readouterr().out
     ok, bad = Store.open(None, "mixed").records()
     assert ok.state == "complete" and bad.state == "failed"
-    assert bad.error.startswith("ConfigError: batch size 5000 is larger than the training split")
+    assert bad.error.startswith("ConfigError: normalization 'report' needs 3-channel images")
+    # The whole traceback is stored; status shows the error and where it was raised.
+    assert bad.traceback.startswith("Traceback (most recent call last):")
+    assert "_prepare_splits" in bad.traceback
     assert main(["status", "--study", "mixed"]) == 0
-    assert (
-        "failed   batch_size=5000 seed=0: ConfigError: batch size 5000" in capsys.readouterr().out
-    )
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "failed   " in ln)
+    assert line.startswith("  failed   normalization=report seed=0: ConfigError: normalization")
+    assert "train.py" in line and "_prepare_splits" in line

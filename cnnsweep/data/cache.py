@@ -19,8 +19,9 @@ import numpy as np
 from cnnsweep.data.dataset import ImageDataset
 
 CACHE_ENV = "CNNSWEEP_CACHE"
-# Bump when decoding changes so that old cache entries are not reused.
-DECODE_VERSION = 1
+# Bump when decoding changes so that old cache entries are not reused. 2: archives are verified
+# to their end (archives.py), so an entry decoded from a damaged archive by version 1 is dropped.
+DECODE_VERSION = 2
 _ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -43,27 +44,48 @@ def fingerprint_files(kind: str, root: Path, files: Iterable[Path]) -> str:
 
 
 def load_cached(fingerprint: str) -> ImageDataset | None:
+    """The cached data set, or None when there is none or the entry is damaged (then the caller
+    decodes again and :func:`save_cached` replaces the entry)."""
     folder = cache_root() / "datasets" / fingerprint
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
-    except (OSError, ValueError):
-        return None  # a damaged entry is simply decoded again
-    return ImageDataset(
-        **arrays,
-        classes=tuple(meta["classes"]),
-        source=meta["source"],
-        fingerprint=fingerprint,
-        meta=meta.get("meta", {}),
+        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+        dataset = ImageDataset(
+            **arrays,
+            classes=tuple(meta["classes"]),
+            source=meta["source"],
+            fingerprint=fingerprint,
+            meta=meta.get("meta", {}),
+            from_cache=True,
+        )
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
+    return dataset if _consistent(dataset) else None
+
+
+def _consistent(data: ImageDataset) -> bool:
+    """Arrays of the right kinds and shapes, labels naming existing classes."""
+    images, labels = (data.train_images, data.test_images), (data.train_labels, data.test_labels)
+    return (
+        len(data.classes) > 0
+        and all(a.dtype == np.uint8 and a.ndim == 4 for a in images)
+        and images[0].shape[1:] == images[1].shape[1:]
+        and all(b.dtype == np.int64 and b.ndim == 1 for b in labels)
+        and all(len(a) == len(b) for a, b in zip(images, labels, strict=True))
+        and all(len(b) == 0 or (b.min() >= 0 and b.max() < len(data.classes)) for b in labels)
     )
 
 
 def save_cached(dataset: ImageDataset) -> None:
-    """Write the entry atomically; a cache that cannot be written only costs a re-decode later."""
+    """Write the entry atomically, replacing a damaged one; a data set read from the cache is not
+    written again. A cache that cannot be written only costs a re-decode later."""
+    if dataset.from_cache:
+        return
     parent = cache_root() / "datasets"
+    target = parent / dataset.fingerprint
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
@@ -74,7 +96,11 @@ def save_cached(dataset: ImageDataset) -> None:
             np.save(staging / f"{name}.npy", getattr(dataset, name))
         meta = {"classes": list(dataset.classes), "source": dataset.source, "meta": dataset.meta}
         (staging / "meta.json").write_text(json.dumps(meta))
-        os.replace(staging, parent / dataset.fingerprint)
+        if target.exists():  # a damaged entry (a sound one would have been read): out of the way
+            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=parent))
+            os.replace(target, trash / "entry")
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(staging, target)
     except OSError:
         pass  # another process won the race, or the disk is full: both are harmless
     finally:

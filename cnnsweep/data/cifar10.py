@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 from tqdm import tqdm
 
+from cnnsweep.data.archives import read_members
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.errors import DataError
 
@@ -53,18 +54,21 @@ class _BatchUnpickler(pickle.Unpickler):
 
 def _unpickle(blob: bytes, name: str) -> dict:
     try:
-        return _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
+        batch = _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except Exception as exc:
         raise DataError(f"corrupt CIFAR-10 batch file {name}: {exc}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"corrupt CIFAR-10 batch file {name}: not a dictionary")
+    return batch
 
 
 def _batch_arrays(batch: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (KeyError, ValueError) as exc:
-        raise DataError(f"CIFAR-10 batch file {name} lacks data/labels: {exc}") from None
-    if len(data) != len(labels):
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"CIFAR-10 batch file {name} lacks usable data/labels: {exc}") from None
+    if labels.ndim != 1 or len(data) != len(labels):
         raise DataError(f"CIFAR-10 batch file {name}: {len(data)} images but {len(labels)} labels")
     return data, labels
 
@@ -76,9 +80,21 @@ def _assemble(blobs: dict[str, bytes], source: str, fingerprint: str) -> ImageDa
     train = [_batch_arrays(_unpickle(blobs[n], n), n) for n in TRAIN_BATCHES]
     test_x, test_y = _batch_arrays(_unpickle(blobs[TEST_BATCH], TEST_BATCH), TEST_BATCH)
     meta = _unpickle(blobs[META_FILE], META_FILE)
-    classes = tuple(n.decode() for n in meta.get(b"label_names", []))
+    try:
+        classes = tuple(n.decode() for n in meta.get(b"label_names", []))
+    except (AttributeError, UnicodeDecodeError):
+        raise DataError(f"CIFAR-10 {META_FILE} in {source} has unreadable label_names") from None
     if not classes:
         raise DataError(f"CIFAR-10 {META_FILE} in {source} has no label_names")
+    for name, (_, labels) in zip(
+        (*TRAIN_BATCHES, TEST_BATCH), [*train, (test_x, test_y)], strict=True
+    ):
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+            bad = labels[(labels < 0) | (labels >= len(classes))][0]
+            raise DataError(
+                f"CIFAR-10 batch file {name} in {source} has label {bad}, outside "
+                f"0..{len(classes) - 1} ({len(classes)} classes)"
+            )
     return ImageDataset(
         np.concatenate([x for x, _ in train]),
         np.concatenate([y for _, y in train]),
@@ -101,17 +117,11 @@ def read_folder(folder: Path, fingerprint: str) -> ImageDataset:
 
 
 def read_archive(archive: Path, fingerprint: str) -> ImageDataset:
-    """Read the batches straight out of the archive; nothing is extracted, so no path can escape."""
+    """Read the batches straight out of the archive (verified to its end: archives.py); nothing
+    is extracted, so no path can escape."""
     wanted = {*TRAIN_BATCHES, TEST_BATCH, META_FILE}
-    blobs = {}
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                name = Path(member.name).name
-                if member.isfile() and name in wanted:
-                    blobs[name] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read archive {archive}: {exc}") from None
+    members = read_members(archive, lambda member: Path(member.name).name in wanted)
+    blobs = {Path(member.name).name: content for member, content in members}
     return _assemble(blobs, str(archive), fingerprint)
 
 

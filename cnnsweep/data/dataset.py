@@ -23,6 +23,7 @@ class ImageDataset:
     source: str = ""  # human-readable origin, e.g. "imagefolder:/data/cifar10-jpeg"
     fingerprint: str = ""  # identifies the source files; keys the decode cache
     meta: dict = field(default_factory=dict)
+    from_cache: bool = field(default=False, compare=False)  # read from the decode cache
 
     @property
     def channels(self) -> int:

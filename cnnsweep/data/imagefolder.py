@@ -8,7 +8,9 @@ resized to it (bilinear), so that the whole set is one array.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -16,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cnnsweep.data.archives import read_members
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.errors import DataError
 
@@ -52,30 +55,36 @@ def folder_files(root: Path) -> list[Path]:
     return [entry[3] for entry in folder_entries(root)]
 
 
+def _is_image_member(member: tarfile.TarInfo) -> bool:
+    parts = PurePosixPath(member.name).parts
+    if len(parts) < 3:
+        return False
+    split, _, filename = parts[-3:]
+    return split in SPLITS and PurePosixPath(filename).suffix.lower() in IMAGE_SUFFIXES
+
+
 def archive_entries(archive: Path) -> list[Entry]:
-    """Image members laid out as ``[prefix/]train|test/<class>/<file>``, read in one pass."""
+    """Image members laid out as ``[prefix/]train|test/<class>/<file>``, read in one pass and
+    verified to the archive's end (archives.py)."""
     entries: list[Entry] = []
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                parts = PurePosixPath(member.name).parts
-                if not member.isfile() or len(parts) < 3:
-                    continue
-                split, class_name, filename = parts[-3:]
-                if split in SPLITS and PurePosixPath(filename).suffix.lower() in IMAGE_SUFFIXES:
-                    blob = tar.extractfile(member).read()
-                    entries.append((split, class_name, f"{archive}:{member.name}", blob))
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read archive {archive}: {exc}") from None
+    for member, blob in read_members(archive, _is_image_member):
+        split, class_name, _ = PurePosixPath(member.name).parts[-3:]
+        entries.append((split, class_name, f"{archive}:{member.name}", blob))
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
     return entries
 
 
 def _open(name: str, content: bytes | Path) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(content) if isinstance(content, bytes) else content)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that; both are refused
+            # here: such an image is a decompression bomb, or at least no training image.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(content) if isinstance(content, bytes) else content)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"image too large {name}: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"corrupt image {name}: {exc}") from None
     return image
 
@@ -102,6 +111,14 @@ def decode(entries: list[Entry], source: str, fingerprint: str) -> ImageDataset:
     grayscale = all(im.mode in _GRAY_MODES for im in images)
     mode, channels = ("L", 1) if grayscale else ("RGB", 3)
     width, height = Counter(im.size for im in images).most_common(1)[0][0]
+    needed = len(images) * channels * width * height  # bytes of the uint8 arrays
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory // 2:
+        raise DataError(
+            f"{len(images):,} images of {width}x{height} from {source} would take "
+            f"{needed / 2**30:,.1f} GiB decoded, more than half of this machine's "
+            f"{memory / 2**30:,.1f} GiB"
+        )
 
     arrays = {split: np.empty((0, channels, height, width), np.uint8) for split in SPLITS}
     labels = {}

@@ -7,23 +7,36 @@ downloaded once into the cache folder and reused.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
-from cnnsweep.data import cache, cifar10, imagefolder
+from cnnsweep.data import archives, cache, cifar10, imagefolder
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.errors import DataError
 
 
 def load_data(
-    path: str | Path | None = None, *, use_cache: bool = True, progress: bool = True
+    path: str | Path | None = None,
+    *,
+    use_cache: bool = True,
+    save_cache: bool = True,
+    progress: bool = True,
 ) -> ImageDataset:
-    """Load a data set; a second load of the same unchanged source comes from the cache."""
+    """Load a data set; a second load of the same unchanged source comes from the cache.
+
+    ``save_cache=False`` leaves the caching to the caller (``cache.save_cached``), for callers that
+    check more before anything is written (``cnnsweep train``: does the model fit the images?).
+    """
     if path is None:
         path = ensure_cifar10(progress=progress)
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data path does not exist: {path}")
+    if not (path.is_dir() or path.is_file()):  # a device, a FIFO or a socket: never read
+        raise DataError(f"data path is not a regular file or a folder: {path}")
     kind, root = _locate(path)
     fingerprint = cache.fingerprint_files(kind, root, _source_files(kind, root))
     if use_cache and (cached := cache.load_cached(fingerprint)) is not None:
@@ -41,7 +54,7 @@ def load_data(
         dataset = imagefolder.decode(imagefolder.folder_entries(root), str(root), fingerprint)
     else:
         dataset = imagefolder.decode(imagefolder.archive_entries(root), str(root), fingerprint)
-    if use_cache:
+    if use_cache and save_cache:
         cache.save_cached(dataset)  # only after the whole source decoded without error
     return dataset
 
@@ -77,11 +90,7 @@ def _locate(path: Path) -> tuple[str, Path]:
 
 
 def _archive_kind(path: Path) -> str:
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            names = tar.getnames()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read archive {path}: {exc}") from None
+    names = archives.member_names(path)
     if any(Path(n).name == cifar10.TRAIN_BATCHES[0] for n in names):
         return "cifar10-archive"
     if any(set(Path(n).parts) & set(imagefolder.SPLITS) for n in names):
@@ -96,9 +105,20 @@ def ensure_cifar10(*, url: str = cifar10.URL, md5: str = cifar10.MD5, progress=T
     if (folder / cifar10.TEST_BATCH).is_file():
         return folder
     archive = home / cifar10.ARCHIVE_NAME
-    if not archive.is_file():
-        cifar10.download(url, archive, md5, progress=progress)
-    else:
-        cifar10.verify_md5(archive, md5)
-    cifar10.safe_extract(archive, home)
+    created = not home.exists()
+    try:
+        if not archive.is_file():
+            cifar10.download(url, archive, md5, progress=progress)
+        else:
+            cifar10.verify_md5(archive, md5)
+        staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=home))
+        try:  # extracted aside, then renamed: a half-extracted folder is never taken as whole
+            cifar10.safe_extract(archive, staging)
+            os.replace(staging / cifar10.FOLDER_NAME, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        if created:  # a failed first download leaves no trace
+            shutil.rmtree(home, ignore_errors=True)
+        raise
     return folder

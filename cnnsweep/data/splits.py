@@ -7,6 +7,16 @@ import numpy as np
 from cnnsweep.errors import ConfigError
 
 
+def split_sizes(count: int, fraction: float) -> tuple[int, int]:
+    """How many of ``count`` images each side of the split gets (the report's ``int`` cut)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"invalid split fraction {fraction}: must be between 0 and 1, exclusive")
+    first = int(count * fraction)
+    if first == 0 or first == count:
+        raise ConfigError(f"split {fraction} of {count} images leaves one side empty")
+    return first, count - first
+
+
 def split_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle ``range(count)`` with ``seed`` and cut it at ``int(count * fraction)``.
 
@@ -14,10 +24,6 @@ def split_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray, n
     the same for every configuration with the same seed, so runs that differ only in a training
     setting see the same images.
     """
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"invalid split fraction {fraction}: must be between 0 and 1, exclusive")
-    first = int(count * fraction)
-    if first == 0 or first == count:
-        raise ConfigError(f"split {fraction} of {count} images leaves one side empty")
+    first, _ = split_sizes(count, fraction)
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[:first]), np.sort(order[first:])

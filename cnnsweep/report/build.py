@@ -120,7 +120,8 @@ def build_report(data: StudyData, out_dir: Path, claims_path: str | None = None)
     parents = {name: axis["by"] for name, axis in spec.get("grid", {}).items()
                if isinstance(axis, dict) and "by" in axis}  # fmt: skip
     comparisons = factor_comparisons(frame[frame["finished"]], factors, "test_accuracy", parents)
-    figures = all_figures(frame, data.history, curve_metric)
+    # With no finished run there is nothing to draw (and matplotlib would only warn).
+    figures = all_figures(frame, data.history, curve_metric) if frame["finished"].any() else []
 
     staging = _staging_folder(out_dir)
     try:
@@ -172,6 +173,7 @@ def _run_row(row: pd.Series) -> dict:
         "train_time": _fmt(row["train_time"], 1),
         "attempts": row["attempts"],
         "error": row["error"] if isinstance(row["error"], str) else "",
+        "traceback": row.get("traceback") if isinstance(row.get("traceback"), str) else "",
     }  # fmt: skip
 
 

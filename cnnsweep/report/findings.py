@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cnnsweep.errors import ConfigError, describe_validation_error
 from cnnsweep.report.stats import MIN_PAIRS, Comparison, compare, with_ranks
@@ -29,12 +29,27 @@ class ClaimTest(BaseModel):
     where: dict[str, Scalar | list[Scalar]] = {}  # keep only these levels
 
 
+# The numeric results a claim may be about (columns of the tidy frame).
+METRICS = (
+    "test_accuracy", "overfit_gap", "best_train_acc", "train_accuracy", "val_accuracy",
+    "test_loss", "val_loss", "train_loss", "train_time", "epochs_trained", "epochs_run",
+    "images_per_second",
+)  # fmt: skip
+
+
 class Claim(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
     claim: str
     metric: str
     tests: list[ClaimTest] = Field(min_length=1)
+
+    @field_validator("metric")
+    @classmethod
+    def _numeric_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"is not a numeric result; valid metrics: {', '.join(METRICS)}")
+        return metric
 
 
 class ClaimFile(BaseModel):
@@ -48,10 +63,14 @@ def load_claims(path: str | Path | None = None) -> list[Claim]:
         text = (resources.files("cnnsweep") / "report" / "claims.toml").read_text()
         source = "built-in claims"
     else:
+        if Path(path).exists() and not Path(path).is_file():
+            raise ConfigError(f"claims file {path} is not a regular file")
         try:
-            text, source = Path(path).read_text(), str(path)
+            text, source = Path(path).read_bytes().decode("utf-8"), str(path)
         except OSError as exc:
             raise ConfigError(f"cannot read claims file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"claims file {path} is not UTF-8 text") from None
     try:
         return ClaimFile(**tomllib.loads(text)).claims
     except tomllib.TOMLDecodeError as exc:

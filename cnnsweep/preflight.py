@@ -1,0 +1,114 @@
+"""Before a run starts: does its model build for this data, does its batch fit its training split,
+and does the whole run fit in the device's memory? Each "no" is a one-line ConfigError.
+
+The model is built on PyTorch's ``meta`` device: shapes without storage, so even a model far too
+large to allocate (``--width 1000``) is measured in milliseconds, never allocated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnsweep.config import TrainConfig
+from cnnsweep.data.dataset import ImageDataset
+from cnnsweep.data.splits import split_sizes
+from cnnsweep.errors import ConfigError
+from cnnsweep.models import create_model
+
+FLOAT_BYTES = 4  # weights, gradients, optimizer state and activations are fp32 (autocast aside)
+# fp32 tensors kept per parameter besides the weight itself: its gradient, plus optimizer state.
+_STATE_PER_PARAMETER = {"adam": 1 + 2, "rmsprop": 1 + 1, "sgd": 1 + 1}  # exp_avg(_sq), momentum
+
+
+@dataclass(frozen=True)
+class Footprint:
+    parameters: int
+    bytes: int  # training memory, estimated (model, gradients, optimizer, activations, data)
+
+
+def split_counts(config: TrainConfig, data: ImageDataset) -> tuple[int, int, int]:
+    """(train, validation, test) image counts of a run, as train.py will cut them."""
+    count = len(data.train_labels)
+    if config.max_train_images is not None:
+        count = min(count, config.max_train_images)
+    test = len(data.test_labels)
+    if config.max_test_images is not None:
+        test = min(test, config.max_test_images)
+    train, rest = split_sizes(count, config.split)
+    return (train, 0, rest) if config.protocol == "seed" else (train, rest, test)
+
+
+def footprint(config: TrainConfig, data: ImageDataset) -> Footprint:
+    """The run's parameter count and an estimate of the memory its training needs."""
+    with torch.device("meta"):
+        model = create_model(
+            config.model,
+            num_classes=data.num_classes,
+            in_channels=data.channels,
+            image_size=data.image_size,
+            batch_norm=config.batch_norm,
+            dropout=config.dropout,
+            width=config.width,
+        )
+        activations = _activation_count(model, config.batch_size, data)
+    parameters = sum(p.numel() for p in model.parameters())
+    per_parameter = 1 + _STATE_PER_PARAMETER[config.optimizer] + (1 if config.restore_best else 0)
+    pixels = data.channels * data.image_size[0] * data.image_size[1]
+    images = sum(split_counts(config, data))
+    data_bytes = images * pixels * (1 + FLOAT_BYTES)  # uint8 copy + normalised fp32 copy
+    # Outputs kept for the backward pass, and as many gradients of them in flight.
+    total = FLOAT_BYTES * (parameters * per_parameter + 2 * activations) + data_bytes
+    return Footprint(parameters, total)
+
+
+def _activation_count(model: nn.Module, batch_size: int, data: ImageDataset) -> int:
+    """Numbers every leaf module outputs for one training batch (a forward pass on meta)."""
+    counted = []
+
+    def count(_module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            counted.append(output.numel())
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        model(torch.empty(batch_size, data.channels, *data.image_size))
+    except (RuntimeError, ValueError) as exc:
+        name = model.__class__.__name__
+        raise ConfigError(f"model {name} cannot take images of this size: {exc}") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(counted)
+
+
+def device_memory(device: torch.device) -> int:
+    """Total memory of ``device`` in bytes (the machine's RAM for the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def preflight(config: TrainConfig, data: ImageDataset, device: torch.device) -> Footprint:
+    """Refuse, in one line, a run that cannot start or cannot fit; else return its footprint."""
+    train, _, _ = split_counts(config, data)
+    if config.batch_size > train:
+        raise ConfigError(
+            f"batch size {config.batch_size} is larger than the training split ({train} images)"
+        )
+    needed = footprint(config, data)
+    available = device_memory(torch.device(device))
+    if needed.bytes > available:
+        raise ConfigError(
+            f"model {config.model} at width {config.width:g} has {needed.parameters:,} "
+            f"parameters: training it needs about {_gib(needed.bytes)}, more than the "
+            f"{_gib(available)} of memory on {device}"
+        )
+    return needed
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:,.1f} GiB"
