@@ -88,6 +88,7 @@ def normalized_document(document: dict) -> dict:
 def open_study_store(study: Study, store_url: str | None, allow_spec_change: bool) -> Store:
     """Create or open the study's store; refuse a changed spec unless allowed."""
     store = Store.create(store_url, study.name)
+    store.identity_version  # noqa: B018  (refuses a study of a newer cnnsweep before any write)
     stored, new = store.document(), study.document()
     changed = stored is None or normalized_document(stored) != new
     if stored is not None and changed and not allow_spec_change:
@@ -140,10 +141,9 @@ def run_study(
     # then cache the decoded data once, so that every worker reads it from there.
     dataset = load_data(data, save_cache=False)
     check_runs_fit(study, dataset, resolved)
+    store = open_study_store(study, store_url, allow_spec_change)
     save_cached(dataset)
     del dataset
-
-    store = open_study_store(study, store_url, allow_spec_change)
     runs = run_dicts(study, store.identity_version)
     enqueued = store.enqueue_missing(runs)
     base = options or WorkerOptions(store_url=None, study_name=study.name)

@@ -91,7 +91,7 @@ class DependentAxis(BaseModel):
 
 
 class StudySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")  # settings are checked by TrainConfig, run by run
 
     name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)
     description: str = ""

@@ -171,3 +171,14 @@ optimizer = ["adam", "sgd"]
 lr = {{ by = "optimizer", adam = [0.001], sgd = [0.05] }}
 regularization = [{{ batch_norm = true }}, {{ dropout = true }}]
 """
+
+
+@pytest.fixture
+def tiny_spec(tmp_path, bars_folder):
+    """Writes TINY_STUDY (12 runs) under a name, with a number of epochs per run."""
+
+    def make(name: str = "tiny", epochs: int = 2):
+        text = TINY_STUDY.format(name=name, data=bars_folder, epochs=epochs)
+        return write_spec(tmp_path / f"{name}.toml", text)
+
+    return make

@@ -54,6 +54,13 @@ def synthetic_result(config: dict, rng: np.random.Generator, dropout_wins: bool)
     }  # fmt: skip
 
 
+PLANTED_TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "cnnsweep/train.py", line 160, in _train_epoch\n    loss.backward()\n'
+    "RuntimeError: out of memory (planted)\n"
+)
+
+
 def make_fixture_study(folder: Path, name: str = "fixture", dropout_wins: bool = False) -> Store:
     study = Study(parse_spec(SPEC.replace("{name}", name), "fixture"), None)
     store = Store.create(str(folder / "journal.log"), study.name)
@@ -68,7 +75,8 @@ def make_fixture_study(folder: Path, name: str = "fixture", dropout_wins: bool =
                        "host": "testhost"}  # fmt: skip
         store.set_environment(claim.trial_id, environment)
         if index == FAILED_INDEX:
-            store.fail(claim.trial_id, "RuntimeError: out of memory (planted)")
+            store.fail(claim.trial_id, "RuntimeError: out of memory (planted)",
+                       traceback=PLANTED_TRACEBACK)  # fmt: skip
             continue
         result = synthetic_result(claim.config, rng, dropout_wins)
         if index == DIVERGED_INDEX:

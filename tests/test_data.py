@@ -68,6 +68,26 @@ def test_second_load_comes_from_the_cache(tmp_path, private_cache):
     np.testing.assert_array_equal(again.train_images, first.train_images)
 
 
+@pytest.mark.parametrize("damage", ["empty-meta", "truncated-array", "missing-array"])
+def test_a_damaged_cache_entry_is_decoded_again_and_replaced(tmp_path, private_cache, damage):
+    folder = write_cifar_folder(tmp_path / "cifar-10-batches-py")
+    first = load_data(folder)
+    (entry,) = cache_entries(private_cache)
+    sound = {p.name: p.read_bytes() for p in entry.iterdir()}
+    if damage == "empty-meta":
+        (entry / "meta.json").write_text("{}")
+    elif damage == "truncated-array":
+        array = entry / "train_images.npy"
+        array.write_bytes(array.read_bytes()[:1000])
+    else:
+        (entry / "test_labels.npy").unlink()
+    again = load_data(folder)
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    assert {p.name: p.read_bytes() for p in entry.iterdir()} == sound  # replaced, whole
+    assert load_data(folder).from_cache
+    assert [p.name for p in (private_cache / "datasets").iterdir()] == [entry.name]  # no litter
+
+
 def serve(folder: Path):
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

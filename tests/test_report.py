@@ -62,6 +62,9 @@ def test_the_page_embeds_the_figures_and_shows_every_run(fixture_report):
     for record in records:
         assert f'data-run-id="{record.run_id}"' in html
     assert "RuntimeError: out of memory (planted)" in html
+    # The failed run's traceback, folded under it.
+    assert "<details><summary>traceback</summary><pre>Traceback (most recent call last):" in html
+    assert "in _train_epoch" in html
     assert html.count('class="state-failed"') == 1 and html.count('class="state-diverged"') == 1
     assert html.count('class="state-waiting"') == len(WAITING)
     assert "93 / 96" in html and "97% complete; 2 waiting, 1 failed, 1 diverged" in html
@@ -221,3 +224,16 @@ def test_every_factor_is_compared_level_against_level(fixture_report):
     assert ("lr", "optimizer=sgd", "0.01", "0.001") in by_key
     assert not any(k[0] == "lr" and k[1] == "" for k in by_key)
     assert by_key[("batch_size", "", "32", "64")][-1] == "not distinguishable"  # no accuracy effect
+
+
+def test_a_study_with_no_finished_runs_draws_nothing_and_says_so(tmp_path, recwarn):
+    from cnnsweep.runner import open_study_store, run_dicts
+    from cnnsweep.spec import load_study
+
+    study = load_study("seed48", "quick")
+    store = open_study_store(study, str(tmp_path / "journal.log"), False)
+    store.enqueue_missing(run_dicts(study))
+    files = build_report(study_data(store), tmp_path / "out")
+    assert files.figures == []
+    assert "No finished runs yet: nothing to draw." in files.html.read_text()
+    assert [str(w.message) for w in recwarn] == []  # matplotlib had nothing to warn about

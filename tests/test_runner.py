@@ -12,7 +12,7 @@ import pytest
 
 from cnnsweep.cli import main
 from cnnsweep.store import Store
-from tests.conftest import TINY_STUDY, write_spec
+from tests.conftest import write_spec
 
 
 def cnnsweep(*args: str, cwd, **kwargs) -> subprocess.Popen:
@@ -28,15 +28,6 @@ def assert_each_run_completed_once(store: Store, expected: int) -> None:
     complete = collections.Counter(run_id for run_id, state in trials if state == "complete")
     assert len(complete) == expected and set(complete.values()) == {1}, complete
     assert [r.state for r in store.records()] == ["complete"] * expected
-
-
-@pytest.fixture
-def tiny_spec(tmp_path, bars_folder):
-    def make(name: str = "tiny", epochs: int = 2):
-        text = TINY_STUDY.format(name=name, data=bars_folder, epochs=epochs)
-        return write_spec(tmp_path / f"{name}.toml", text)
-
-    return make
 
 
 @pytest.mark.parametrize("backend", ["journal", "postgresql"])

@@ -120,3 +120,35 @@ def test_unreachable_postgres_names_it_without_the_password():
 def test_sqlite_is_refused():
     with pytest.raises(StoreError, match="SQLite is not supported"):
         resolve_url("sqlite:///study.db", "s")
+
+
+def test_a_run_whose_worker_is_gone_shows_as_lost(store_url, capsys):
+    from cnnsweep.cli import main
+
+    store = Store.create(store_url, "s")
+    store.enqueue_missing(runs(2))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    store.claim(this_worker() | {"pid": int(dead)})  # its process has exited
+    store.claim(this_worker())  # this one is alive
+    lost, alive = store.records()
+    assert (lost.state, lost.lost, alive.state, alive.lost) == ("running", True, "running", False)
+    assert main(["status", "--store", store_url, "--study", "s"]) == 0
+    out = capsys.readouterr().out
+    assert "running: 1" in out and "lost: 1" in out
+    assert f"  lost     run 0: starting [{this_worker()['host']}:{dead}" in out
+    assert "its worker process is gone" in out
+
+
+def test_a_study_that_cnnsweep_did_not_create_is_left_untouched(store_url):
+    import optuna
+
+    storage = Store.create(store_url, "ours").storage  # the same backend, another study
+    study = optuna.create_study(storage=storage, study_name="theirs")
+    study.enqueue_trial({"x": 1.0})
+    with pytest.raises(StoreError, match="'theirs' .* was not created by cnnsweep"):
+        Store.open(store_url, "theirs")
+    with pytest.raises(StoreError, match="was not created by cnnsweep"):
+        Store.create(store_url, "theirs")
+    (trial,) = study.get_trials()
+    assert trial.state == optuna.trial.TrialState.WAITING and trial.user_attrs == {}

@@ -1,0 +1,150 @@
+"""The journal file: a torn last line is moved aside and the study goes on; other damage is
+refused without touching the file (tests/test_hostile.py has those cases through the CLI)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cnnsweep.journal import JournalError
+from cnnsweep.store import Store
+from tests.test_runner import assert_each_run_completed_once, cnnsweep
+
+RUNS = [
+    {"run_id": f"r{i}", "index": i, "label": f"run {i}", "config": {"seed": i}, "factors": {}}
+    for i in range(3)
+]
+
+
+def torn_files(journal: Path) -> list[Path]:
+    return sorted(journal.parent.glob(journal.name + ".torn-*"))
+
+
+def cut_last_line(journal: Path, keep: int = 25) -> bytes:
+    """Cut the journal inside its last line, as a writer killed mid-append would leave it."""
+    blob = journal.read_bytes()
+    start = blob.rstrip(b"\n").rfind(b"\n") + 1
+    journal.write_bytes(blob[: start + keep])
+    return blob[start : start + keep]
+
+
+def test_a_torn_last_line_is_moved_aside_when_the_store_is_opened(tmp_path, caplog):
+    journal = tmp_path / "journal.log"
+    store = Store.create(str(journal), "s")
+    store.enqueue_missing(RUNS)
+    whole = journal.read_bytes()
+    torn = cut_last_line(journal)
+    reopened = Store.open(str(journal), "s")
+    assert journal.read_bytes() == whole[: whole.rstrip(b"\n").rfind(b"\n") + 1]
+    (aside,) = torn_files(journal)
+    assert aside.read_bytes() == torn
+    assert "repaired journal" in caplog.text and str(aside) in caplog.text
+    assert [r.run_id for r in reopened.records()] == ["r0", "r1"]  # the torn run was never whole
+    assert reopened.enqueue_missing(RUNS) == 1  # enqueued again, on a clean line
+    assert [r.run_id for r in Store.open(str(journal), "s").records()] == ["r0", "r1", "r2"]
+
+
+def test_a_writer_that_finds_a_torn_tail_repairs_it_before_appending(tmp_path):
+    journal = tmp_path / "journal.log"
+    store = Store.create(str(journal), "s")
+    store.enqueue_missing(RUNS[:1])
+    other = Store.open(str(journal), "s")  # opened while the file was whole
+    store.enqueue_missing(RUNS[1:2])
+    cut_last_line(journal)  # that append was cut short
+    other.enqueue_missing(RUNS)  # appends: must not glue its line onto the torn one
+    assert len(torn_files(journal)) == 1
+    assert [r.run_id for r in Store.open(str(journal), "s").records()] == ["r0", "r1", "r2"]
+
+
+def test_damage_in_the_middle_is_refused_and_left_alone(tmp_path):
+    journal = tmp_path / "journal.log"
+    Store.create(str(journal), "s").enqueue_missing(RUNS)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join([*lines[:2], lines[2][:30] + b"\n", *lines[3:]]))
+    damaged = journal.read_bytes()
+    with pytest.raises(JournalError, match=r"corrupt journal .*journal.log: line 3 is not a JSON"):
+        Store.open(str(journal), "s")
+    assert journal.read_bytes() == damaged and torn_files(journal) == []
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from cnnsweep.store import Store
+    store = Store.open(sys.argv[1], "s")
+    payload = "x" * (48 << 20)  # 48 MB lines: a kill is likely to land inside one
+    print("ready", flush=True)
+    while True:
+        store.storage.set_study_user_attr(store.study_id, "payload", payload)
+""")
+
+
+def test_a_real_kill_mid_append_is_repaired(tmp_path):
+    """SIGKILL a process while it appends big lines, until a kill lands mid-line (Linux stops a
+    large write at a fatal signal); then the store opens, repaired, with every run in it."""
+    journal = tmp_path / "journal.log"
+    Store.create(str(journal), "s").enqueue_missing(RUNS)
+    whole = journal.read_bytes()
+    landed = False
+    for attempt in range(12):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(journal)],
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert writer.stdout.readline() == "ready\n"
+        time.sleep(0.05 + 0.03 * attempt)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        lock = Path(str(journal) + ".lock")
+        if lock.is_symlink():
+            lock.unlink()  # the killed writer held the lock (Optuna breaks it after a grace)
+        if not journal.read_bytes().endswith(b"\n"):
+            landed = True
+            break
+        journal.write_bytes(whole)  # the kill fell between two writes: try again
+    if not landed:  # never happened on this machine: cut the file as such a kill would
+        cut_last_line(journal, keep=1000)
+    store = Store.open(str(journal), "s")
+    assert len(torn_files(journal)) == 1
+    assert journal.read_bytes().endswith(b"\n")
+    assert [r.run_id for r in store.records()] == ["r0", "r1", "r2"]
+    store.enqueue_missing(RUNS)  # and it takes new lines
+    assert [r.state for r in Store.open(str(journal), "s").records()] == ["waiting"] * 3
+
+
+def test_a_study_killed_mid_append_finishes_with_nothing_lost_or_twice(tiny_spec, tmp_path):
+    """SIGKILL the whole `cnnsweep run` mid-study, tear the journal's last line as a kill
+    mid-append would, run the same command again: every finished run is still there, the rest
+    finish, none twice."""
+    spec = tiny_spec(name="torn", epochs=30)
+    journal = tmp_path / "runs" / "torn" / "journal.log"
+    first = cnnsweep("run", str(spec), "--workers", "2", "--devices", "cpu", cwd=tmp_path,
+                     start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            time.sleep(0.3)
+            if journal.exists():
+                records = Store.open(str(journal), "torn").records()
+                if sum(r.state == "complete" for r in records) >= 2:
+                    break
+        else:
+            pytest.fail("the study did not progress")
+        os.killpg(first.pid, signal.SIGKILL)
+    finally:
+        first.wait(timeout=30)
+    cut_last_line(journal)
+    finished = {r.run_id: r.finished for r in Store.open(str(journal), "torn").records()
+                if r.state == "complete"}  # fmt: skip
+    assert len(torn_files(journal)) == 1 and len(finished) >= 1
+    again = subprocess.run(
+        [sys.executable, "-m", "cnnsweep", "run", str(spec), "--workers", "2", "--devices", "cpu"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    store = Store.open(str(journal), "torn")
+    after = {r.run_id: r.finished for r in store.records()}
+    assert all(after[run_id] == at for run_id, at in finished.items())  # none ran again
+    assert_each_run_completed_once(store, 12)
