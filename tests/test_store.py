@@ -146,7 +146,7 @@ def test_a_study_that_cnnsweep_did_not_create_is_left_untouched(store_url):
     storage = Store.create(store_url, "ours").storage  # the same backend, another study
     study = optuna.create_study(storage=storage, study_name="theirs")
     study.enqueue_trial({"x": 1.0})
-    with pytest.raises(StoreError, match="'theirs' .* was not created by cnnsweep"):
+    with pytest.raises(StoreError, match=r"'theirs' .* was not created by cnnsweep"):
         Store.open(store_url, "theirs")
     with pytest.raises(StoreError, match="was not created by cnnsweep"):
         Store.create(store_url, "theirs")
