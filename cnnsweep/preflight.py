@@ -17,7 +17,7 @@ from cnnsweep.config import TrainConfig
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.data.splits import split_sizes
 from cnnsweep.errors import ConfigError
-from cnnsweep.models import create_model
+from cnnsweep.models import build_model
 
 FLOAT_BYTES = 4  # weights, gradients, optimizer state and activations are fp32 (autocast aside)
 # fp32 tensors kept per parameter besides the weight itself: its gradient, plus optimizer state.
@@ -45,15 +45,7 @@ def split_counts(config: TrainConfig, data: ImageDataset) -> tuple[int, int, int
 def footprint(config: TrainConfig, data: ImageDataset) -> Footprint:
     """The run's parameter count and an estimate of the memory its training needs."""
     with torch.device("meta"):
-        model = create_model(
-            config.model,
-            num_classes=data.num_classes,
-            in_channels=data.channels,
-            image_size=data.image_size,
-            batch_norm=config.batch_norm,
-            dropout=config.dropout,
-            width=config.width,
-        )
+        model = build_model(config, data)
         activations = _activation_count(model, config.batch_size, data)
     parameters = sum(p.numel() for p in model.parameters())
     per_parameter = 1 + _STATE_PER_PARAMETER[config.optimizer] + (1 if config.restore_best else 0)

@@ -23,7 +23,7 @@ from cnnsweep.data.device import REPORT_MEAN, REPORT_STD, DeviceImages, channel_
 from cnnsweep.data.splits import split_indices
 from cnnsweep.devices import bf16_supported, synchronize
 from cnnsweep.errors import ConfigError
-from cnnsweep.models import create_model
+from cnnsweep.models import build_model
 from cnnsweep.preflight import preflight
 from cnnsweep.results import EpochMetrics, RunResult
 
@@ -52,15 +52,7 @@ def train(
     splits = _prepare_splits(config, data, device)
 
     torch.manual_seed(config.seed)  # model initialisation
-    model = create_model(
-        config.model,
-        num_classes=data.num_classes,
-        in_channels=data.channels,
-        image_size=data.image_size,
-        batch_norm=config.batch_norm,
-        dropout=config.dropout,
-        width=config.width,
-    ).to(device, memory_format=torch.channels_last)
+    model = build_model(config, data).to(device, memory_format=torch.channels_last)
     step_model = torch.compile(model) if config.compile else model
     optimizer = make_optimizer(config, model.parameters())
     use_bf16 = config.amp and bf16_supported(device)

@@ -1,7 +1,6 @@
 """The journal file: a torn last line is moved aside and the study goes on; other damage is
 refused without touching the file (tests/test_hostile.py has those cases through the CLI)."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from cnnsweep.journal import JournalError
 from cnnsweep.store import Store
-from tests.test_runner import assert_each_run_completed_once, cnnsweep
+from tests.test_runner import assert_each_run_completed_once, kill_session_when, run_again
 
 RUNS = [
     {"run_id": f"r{i}", "index": i, "label": f"run {i}", "config": {"seed": i}, "factors": {}}
@@ -119,30 +118,16 @@ def test_a_study_killed_mid_append_finishes_with_nothing_lost_or_twice(tiny_spec
     mid-append would, run the same command again: every finished run is still there, the rest
     finish, none twice."""
     spec = tiny_spec(name="torn", epochs=30)
-    journal = tmp_path / "runs" / "torn" / "journal.log"
-    first = cnnsweep("run", str(spec), "--workers", "2", "--devices", "cpu", cwd=tmp_path,
-                     start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            time.sleep(0.3)
-            if journal.exists():
-                records = Store.open(str(journal), "torn").records()
-                if sum(r.state == "complete" for r in records) >= 2:
-                    break
-        else:
-            pytest.fail("the study did not progress")
-        os.killpg(first.pid, signal.SIGKILL)
-    finally:
-        first.wait(timeout=30)
+
+    def two_done(records) -> bool:
+        return sum(r.state == "complete" for r in records) >= 2
+
+    journal = kill_session_when(spec, tmp_path, "torn", two_done, workers=2)
     cut_last_line(journal)
     finished = {r.run_id: r.finished for r in Store.open(str(journal), "torn").records()
                 if r.state == "complete"}  # fmt: skip
     assert len(torn_files(journal)) == 1 and len(finished) >= 1
-    again = subprocess.run(
-        [sys.executable, "-m", "cnnsweep", "run", str(spec), "--workers", "2", "--devices", "cpu"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    again = run_again(spec, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     store = Store.open(str(journal), "torn")
     after = {r.run_id: r.finished for r in store.records()}

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -100,32 +101,45 @@ def test_a_changed_spec_is_refused_with_a_diff_and_results_stay(tiny_spec, tmp_p
     assert len(records) == 24 and {r.state for r in records} == {"complete"}
 
 
-def test_sigkill_then_the_same_command_finishes_only_what_is_missing(tiny_spec, tmp_path):
-    spec = tiny_spec(name="resume", epochs=30)  # runs of seconds: the kill lands mid-run
-    journal = tmp_path / "runs" / "resume" / "journal.log"
-    first = cnnsweep("run", str(spec), "--workers", "1", "--devices", "cpu", cwd=tmp_path,
-                     start_new_session=True)  # fmt: skip
+def kill_session_when(spec, tmp_path, study: str, ready, workers: int = 1) -> Path:
+    """Start ``cnnsweep run SPEC`` in a session of its own and SIGKILL the whole session (parent
+    and workers) once ``ready(records)`` holds; returns the study's journal."""
+    journal = tmp_path / "runs" / study / "journal.log"
+    first = cnnsweep("run", str(spec), "--workers", str(workers), "--devices", "cpu",
+                     cwd=tmp_path, start_new_session=True)  # fmt: skip
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
             time.sleep(0.3)
-            if not journal.exists():
-                continue
-            records = Store.open(str(journal), "resume").records()
-            done = sum(r.state == "complete" for r in records)
-            if done >= 2 and any(r.state == "running" and r.history for r in records):
+            if journal.exists() and ready(Store.open(str(journal), study).records()):
                 break
         else:
             pytest.fail("the study did not progress")
         os.killpg(first.pid, signal.SIGKILL)
     finally:
         first.wait(timeout=30)
-    before = {r.run_id: r.finished for r in Store.open(str(journal), "resume").records()
-              if r.state == "complete"}  # fmt: skip
-    again = subprocess.run(
+    return journal
+
+
+def run_again(spec, tmp_path) -> subprocess.CompletedProcess:
+    """The same ``cnnsweep run`` command again, with two workers."""
+    return subprocess.run(
         [sys.executable, "-m", "cnnsweep", "run", str(spec), "--workers", "2", "--devices", "cpu"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+def test_sigkill_then_the_same_command_finishes_only_what_is_missing(tiny_spec, tmp_path):
+    spec = tiny_spec(name="resume", epochs=30)  # runs of seconds: the kill lands mid-run
+
+    def two_done_one_running(records) -> bool:
+        done = sum(r.state == "complete" for r in records)
+        return done >= 2 and any(r.state == "running" and r.history for r in records)
+
+    journal = kill_session_when(spec, tmp_path, "resume", two_done_one_running)
+    before = {r.run_id: r.finished for r in Store.open(str(journal), "resume").records()
+              if r.state == "complete"}  # fmt: skip
+    again = run_again(spec, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(before)} of 12 runs already finished" in again.stderr
     store = Store.open(str(journal), "resume")

@@ -35,3 +35,16 @@ def create_model(name: str, **options) -> nn.Module:
         return _REGISTRY[name](**options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+def build_model(config, data) -> nn.Module:
+    """The model a run's config asks for, shaped for ``data`` (an ImageDataset)."""
+    return create_model(
+        config.model,
+        num_classes=data.num_classes,
+        in_channels=data.channels,
+        image_size=data.image_size,
+        batch_norm=config.batch_norm,
+        dropout=config.dropout,
+        width=config.width,
+    )
