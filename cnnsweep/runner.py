@@ -29,6 +29,10 @@ from cnnsweep.spec import Study, StudySpec
 from cnnsweep.store import Store, StudyNotFound, study_folder
 from cnnsweep.worker import WorkerOptions, run_worker
 
+# Local worker processes: each imports torch and holds its data (hundreds of MB), so thousands
+# would exhaust any machine; many machines join with `cnnsweep worker` instead.
+MAX_WORKERS = 256
+
 
 @dataclass
 class RunSummary:
@@ -131,8 +135,8 @@ def run_study(
     csv_path: Path | None = None,
     progress: StudyProgress | None = None,
 ) -> RunSummary:
-    if workers < 1:
-        raise ConfigError(f"invalid --workers {workers}: must be at least 1")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"invalid --workers {workers}: must be between 1 and {MAX_WORKERS}")
     devices = devices or ["auto"]
     resolved = [resolve_device(d) for d in devices]  # refuse absent devices before anything
     folder = study_folder(study.name)

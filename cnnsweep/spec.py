@@ -132,6 +132,29 @@ class StudySpec(BaseModel):
             _check_settings(settings, f"[presets.{name}]")
         return presets
 
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _axis_shapes(cls, grid: Any) -> Any:
+        """Name the axis whose values are neither a list of settings nor a dependent table."""
+        if not isinstance(grid, dict):
+            return grid  # pydantic says what grid must be
+        for name, axis in grid.items():
+            values = axis if isinstance(axis, list) else None
+            if isinstance(axis, dict):
+                continue  # a dependent axis: checked by DependentAxis
+            if values is None:
+                raise ValueError(
+                    f"grid axis {name!r} must be a list of values or a {{ by = … }} table, "
+                    f"not {axis!r}"
+                )
+            for value in values:
+                if not isinstance(value, str | int | float | bool | dict):
+                    raise ValueError(
+                        f"grid axis {name!r} has value {value!r}: a value is a string, number, "
+                        "boolean or table of settings"
+                    )
+        return grid
+
     @field_validator("grid")
     @classmethod
     def _valid_grid(cls, grid: dict[str, list[AxisValue] | DependentAxis]):

@@ -126,6 +126,8 @@ def resolve_url(url: str | None, study_name: str) -> str:
     """``None`` -> the default journal file of the study; ``postgresql://`` -> psycopg 3 driver."""
     if url is None:
         return str(study_folder(study_name) / JOURNAL_NAME)
+    if not url.strip():
+        raise StoreError("invalid --store '': give a journal file path or a postgresql:// URL")
     if url.startswith("sqlite"):
         raise StoreError(
             "SQLite is not supported: with parallel workers it hands one run to two of them; "
