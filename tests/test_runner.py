@@ -202,7 +202,7 @@ def test_status_and_export(tiny_spec, tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "SPEC", "--workers", "0"], "invalid --workers 0: must be at least 1"),
+        (["run", "SPEC", "--workers", "0"], "invalid --workers 0: must be between 1 and 256"),
         (["run", "SPEC", "--devices", "cuda:3"], "device 'cuda:3' does not exist"),
         (["run", "SPEC", "--store", "sqlite:///x.db"], "SQLite is not supported"),
         (["run", "SPEC", "--store", "postgresql://bob:hunter2@127.0.0.1:9/x"],
