@@ -117,7 +117,7 @@ def test_a_study_killed_mid_append_finishes_with_nothing_lost_or_twice(tiny_spec
     """SIGKILL the whole `cnnsweep run` mid-study, tear the journal's last line as a kill
     mid-append would, run the same command again: every finished run is still there, the rest
     finish, none twice."""
-    spec = tiny_spec(name="torn", epochs=30)
+    spec = tiny_spec(name="torn", epochs=12)
 
     def two_done(records) -> bool:
         return sum(r.state == "complete" for r in records) >= 2
