@@ -60,9 +60,12 @@ class ReportTransformDataset(Dataset):
         return (tensor - self.mean) / self.std, int(self.labels[index])  # Normalize
 
 
-def report_loop_images_per_second(images, labels, device, width: float, seed: int) -> float:
+def report_loop_images_per_second(
+    images, labels, device, width: float, seed: int, batch_size: int = BATCH
+) -> float:
     torch.manual_seed(seed)
-    loader = DataLoader(ReportTransformDataset(images, labels), batch_size=BATCH, shuffle=True)
+    dataset = ReportTransformDataset(images, labels)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
     model = create_model("alexnet", batch_norm=True, width=width).to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.Adam(model.parameters(), lr=1e-3)

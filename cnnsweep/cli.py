@@ -53,7 +53,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
     speed = parser.add_argument_group("speed")
     speed.add_argument("--no-amp", action="store_true", help="train in fp32 (no bf16 autocast)")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the model")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    speed.add_argument("--compile-mode", default="default",
+                       help="default, reduce-overhead (CUDA graphs) or max-autotune")  # fmt: skip
     speed.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
 
 
@@ -79,6 +81,7 @@ def _config_settings(args: argparse.Namespace) -> dict:
         "max_test_images": args.max_test_images,
         "amp": not args.no_amp,
         "compile": args.compile,
+        "compile_mode": args.compile_mode,
     }
     return {k: v for k, v in settings.items() if v is not None}
 
@@ -174,8 +177,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         store_url=args.store, study_name=study.name, max_attempts=args.max_attempts,
         heartbeat_interval=args.heartbeat, grace=args.grace,
     )  # fmt: skip
+    if args.runs_per_device is not None and args.workers is not None:
+        raise CnnsweepError("give --workers or --runs-per-device, not both")
     summary = run_study(
-        study, store_url=args.store, workers=args.workers, devices=args.devices.split(","),
+        study, store_url=args.store, workers=args.workers or 1,
+        runs_per_device=args.runs_per_device, devices=args.devices.split(","),
         data=args.data, allow_spec_change=args.allow_spec_change, options=options,
     )  # fmt: skip
     counts = ", ".join(f"{k}: {v}" for k, v in summary.counts.items())
@@ -286,7 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="built-in study name (see `cnnsweep studies`) or TOML file")
     run.add_argument("--preset", help="a preset of the spec (e.g. quick, full)")
     _add_store_options(run)
-    run.add_argument("--workers", type=int, default=1, help="local worker processes (1)")
+    run.add_argument("--workers", type=int, help="local worker processes (1)")
+    run.add_argument("--runs-per-device", metavar="K|auto",
+                     help="K worker processes on each device; auto: as many as fit in its "
+                     "free memory (at most 8; on a CPU at most one per core)")  # fmt: skip
     run.add_argument("--devices", default="auto", help="cpu, or cuda:0,cuda:1 (round-robin)")
     run.add_argument("--data", help="data path (default: the spec's, else CIFAR-10)")
     run.add_argument("--dry-run", action="store_true", help="print the runs and stop")

@@ -16,6 +16,7 @@ Optimizer = Literal["sgd", "rmsprop", "adam"]
 Protocol = Literal["holdout", "seed"]
 Monitor = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
 Normalization = Literal["auto", "train", "report"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
 # Seeds are bounded so that every consumer (torch, numpy, JSON stores) takes them as they are.
 MAX_SEED = 2**32 - 1
@@ -61,7 +62,9 @@ class TrainConfig(BaseModel):
 
     # Speed switches (they do not change what is computed, only how fast and in which precision).
     amp: bool = True  # bf16 autocast where the hardware supports it
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the training step (evaluation stays eager)
+    # torch.compile's mode; "reduce-overhead" also captures CUDA graphs (fewer kernel launches).
+    compile_mode: CompileMode = "default"
     eval_batch_size: int = Field(1024, ge=1)
 
     seed: int = Field(0, ge=0, le=MAX_SEED)

@@ -31,7 +31,7 @@ IDENTITY_VERSION = 1  # what new studies are stored with
 KNOWN_VERSIONS = (0, 1)
 
 # Settings that change only speed, never what is computed.
-SPEED_SETTINGS = frozenset({"compile", "eval_batch_size"})
+SPEED_SETTINGS = frozenset({"compile", "compile_mode", "eval_batch_size"})
 
 # Each setting's neutral value: what it meant when unstated, frozen when it was added. A setting
 # added later adds itself here once, with the value that computes what was computed before it
@@ -90,8 +90,10 @@ def _v0_config(stated: Mapping[str, Any], resolved: Mapping[str, Any]) -> dict[s
     protocol = resolved["protocol"]
     config = {key: _neutral(key, protocol) for key in NEUTRAL} | _V0_SPEED_DEFAULTS
     for key in stated:
-        if key in config or resolved[key] != _neutral(key, protocol):
+        if key in config:
             config[key] = resolved[key]
+        elif key not in SPEED_SETTINGS and resolved[key] != _neutral(key, protocol):
+            config[key] = resolved[key]  # a later setting: no 0.1.0 run ever had it
     config["seed"] = resolved["seed"]
     return config
 

@@ -84,6 +84,17 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def available_memory() -> int:
+    """Memory the machine can give a new process now (``MemAvailable``), in bytes."""
+    try:
+        for line in open("/proc/meminfo"):  # noqa: SIM115
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return device_memory(torch.device("cpu"))
+
+
 def preflight(config: TrainConfig, data: ImageDataset, device: torch.device) -> Footprint:
     """Refuse, in one line, a run that cannot start or cannot fit; else return its footprint."""
     train, _, _ = split_counts(config, data)

@@ -22,7 +22,7 @@ from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
 from cnnsweep.frame import results_frame, write_table
 from cnnsweep.identity import IDENTITY_VERSION
-from cnnsweep.preflight import device_memory, preflight
+from cnnsweep.preflight import available_memory, device_memory, footprint, preflight
 from cnnsweep.progress import StudyProgress
 from cnnsweep.report import build_report, study_data
 from cnnsweep.spec import Study, StudySpec
@@ -128,6 +128,7 @@ def run_study(
     *,
     store_url: str | None = None,
     workers: int = 1,
+    runs_per_device: int | str | None = None,
     devices: list[str] | None = None,
     data: str | None = None,
     allow_spec_change: bool = False,
@@ -145,6 +146,9 @@ def run_study(
     # then cache the decoded data once, so that every worker reads it from there.
     dataset = load_data(data, save_cache=False)
     check_runs_fit(study, dataset, resolved)
+    if runs_per_device is not None:
+        per_device = parse_runs_per_device(runs_per_device, study, dataset, resolved)
+        workers = per_device * len(resolved)
     store = open_study_store(study, store_url, allow_spec_change)
     save_cached(dataset)
     del dataset
@@ -172,6 +176,44 @@ def run_study(
     csv = write_table(results_frame(records), csv_path or folder / "results.csv", "csv")
     report = build_report(study_data(store), folder / "report").html
     return RunSummary(study.name, store.display_url, enqueued, counts, csv, report)
+
+
+def parse_runs_per_device(
+    value: int | str, study: Study, data: ImageDataset, devices: list[torch.device]
+) -> int:
+    """``--runs-per-device``: a count, or ``auto`` (see :func:`auto_runs_per_device`)."""
+    if value == "auto":
+        return min(auto_runs_per_device(study, data, d) for d in devices)
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise ConfigError(
+            f"invalid --runs-per-device {value!r}: a count from 1 to {MAX_WORKERS}, or auto"
+        )
+    return count
+
+
+# A worker process's memory besides its run: the CUDA context, cuDNN workspaces, the allocator's
+# slack (bytes). A first estimate: bench/gpu.py measures K = 1, 2, 4, 8 to check it on a GPU.
+PROCESS_OVERHEAD = {"cuda": 2 * 2**30, "cpu": 1 * 2**30}
+MAX_AUTO_RUNS = 8  # concurrent runs per device that `auto` chooses at most
+
+
+def auto_runs_per_device(study: Study, data: ImageDataset, device: torch.device) -> int:
+    """How many of this study's runs fit on ``device`` at once: its free memory over the
+    largest run's footprint (preflight.py) plus a process's overhead, at most MAX_AUTO_RUNS.
+    On a CPU, also at most one run per core (each run then trains on one thread)."""
+    largest = max(footprint(run.config, data).bytes for run in study.runs())
+    per_run = largest + PROCESS_OVERHEAD[device.type]
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        limit = MAX_AUTO_RUNS
+    else:
+        free = available_memory()
+        limit = min(MAX_AUTO_RUNS, os.cpu_count() or 1)
+    return max(1, min(limit, int(0.9 * free // per_run)))
 
 
 def check_runs_fit(study: Study, data: ImageDataset, devices: list[torch.device]) -> None:

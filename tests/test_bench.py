@@ -24,3 +24,37 @@ def test_throughput_benchmark_prints_both_figures_and_their_ratio(
     assert figures["report_loop_img_per_s"] > 0 and figures["cnnsweep_img_per_s"] > 0
     ratio = figures["cnnsweep_img_per_s"] / figures["report_loop_img_per_s"]
     assert abs(figures["ratio"] - ratio) < 0.01
+
+
+def run_gpu_bench(session_cache, tmp_path, *args: str) -> dict:
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--data", str(SHARED_ARCHIVE),
+         "--device", "cpu", "--json", str(out), *args],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "CNNSWEEP_CACHE": str(session_cache)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(a) one run" in done.stdout and "(c) seed48 study" in done.stdout
+    return json.loads(out.read_text())
+
+
+def test_gpu_benchmark_smoke_runs_every_section_on_cpu(real_cifar, session_cache, tmp_path):
+    """bench/gpu.py --smoke: the command the GPU session will run, known to work on CPU."""
+    figures = run_gpu_bench(session_cache, tmp_path)
+    assert figures["smoke"] and figures["train_flops_per_image"] > 0
+    for row in figures["per_run"]:  # (a): the report's loop and cnnsweep, as a ratio
+        assert row["report_loop"] > 0 and row["eager"] > 0
+        assert abs(row["eager_ratio"] - row["eager"] / row["report_loop"]) < 0.01
+    assert [r["k"] for r in figures["concurrent"]] == [1, 2]  # (b)
+    assert all(r["aggregate_img_per_s"] > 0 and 0 < r["mfu"] < 1 for r in figures["concurrent"])
+    study = figures["study"]  # (c): every seed48 configuration, finished, claims re-tested
+    assert study["runs_finished"] == study["runs_total"] == 48 and study["finished_in_budget"]
+    assert len(study["test_accuracy"]) == 48 and set(study["claims"]) == set("abcdefg")
+    assert list(tmp_path.iterdir()) == [tmp_path / "gpu.json"]  # its study folder was removed
+
+
+def test_gpu_benchmark_stops_at_its_budget(real_cifar, session_cache, tmp_path):
+    figures = run_gpu_bench(session_cache, tmp_path, "--budget-s", "5")
+    assert all(row.get("skipped") == "budget" for row in figures["per_run"])
+    assert figures["study"] == {"skipped": "budget"} and figures["elapsed_s"] < 30

@@ -160,3 +160,33 @@ def test_torch_compile_switch_trains(patterns):
     result = train(make_config(compile=True, batch_norm=True, **TINY | {"max_epochs": 1}), patterns)
     assert result.config.compile and result.epochs_trained == 1
     assert math.isfinite(result.test_loss) and 0 <= result.test_accuracy <= 100
+
+
+def test_runs_per_device_auto_fits_memory_and_cores(bars_folder):
+    import os
+
+    from cnnsweep.data import load_data
+    from cnnsweep.runner import MAX_AUTO_RUNS, auto_runs_per_device
+    from cnnsweep.spec import load_study
+
+    data = load_data(bars_folder)
+    study = load_study("seed48", "quick")
+    count = auto_runs_per_device(study, data, torch.device("cpu"))
+    assert 1 <= count <= min(MAX_AUTO_RUNS, os.cpu_count())
+
+
+def test_a_compiled_step_sees_only_full_batches():
+    from cnnsweep.data.device import DeviceImages
+
+    images = DeviceImages(
+        np.zeros((70, 1, 4, 4), np.uint8),
+        np.zeros(70, np.int64),
+        torch.device("cpu"),
+        (0.5,),
+        (0.2,),
+    )
+    generator = torch.Generator().manual_seed(0)
+    sizes = [len(y) for _, y in images.epoch_batches(32, generator, False)]
+    assert sizes == [32, 32, 6]
+    sizes = [len(y) for _, y in images.epoch_batches(32, generator, False, drop_last=True)]
+    assert sizes == [32, 32]

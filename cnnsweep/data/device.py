@@ -68,11 +68,13 @@ class DeviceImages:
             )
 
     def epoch_batches(
-        self, batch_size: int, generator: torch.Generator, augment: bool
+        self, batch_size: int, generator: torch.Generator, augment: bool, drop_last: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One shuffled (and optionally augmented) epoch, prepared whole, served as views.
 
         A last batch of one image is dropped: batch norm cannot train on a single sample.
+        ``drop_last`` drops any last partial batch, so that every step has the same shape (a
+        compiled step then needs one graph, not one per leftover size).
         """
         order = torch.randperm(len(self), device=self.device, generator=generator)
         images, labels = self.images[order], self.labels[order]
@@ -80,7 +82,8 @@ class DeviceImages:
             images = random_crop_flip(images, generator)
         images = self.normalize(images)
         for start in range(0, len(self), batch_size):
-            if len(self) - start == 1 and start > 0:
+            left = len(self) - start
+            if (left == 1 or (drop_last and left < batch_size)) and start > 0:
                 break
             yield images[start : start + batch_size], labels[start : start + batch_size]
 

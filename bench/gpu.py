@@ -1,0 +1,351 @@
+"""The GPU benchmark: one command, a hard time budget, a table on stdout and the figures as JSON.
+
+(a) Per run: training images/s of the report's own loop vs cnnsweep on the same device (full
+    AlexNet, batch norm, Adam, batch 64 and 32), cnnsweep eager, compiled and graphed (CUDA graphs
+    through ``torch.compile(mode="reduce-overhead")``), each as a ratio to the report's loop.
+(b) Several runs per device: aggregate training images/s of K = 1, 2, 4, 8 concurrent runs
+    (separate processes, as ``cnnsweep run --runs-per-device K`` places them), and the model FLOP
+    utilisation against a measured matmul peak of the same device.
+(c) The report's whole ``seed48`` study at full scale with the best K: wall time, runs finished,
+    test accuracy per run, and the report's claims re-tested. If the budget ends first, the runs
+    finished so far and a projected total.
+
+    python bench/gpu.py --data ../shared/data/cifar10-jpeg.tar.xz --json gpu.json
+    python bench/gpu.py --smoke        # on CPU in seconds: tiny width, a few hundred images
+
+Every section checks the budget (``--budget-s``, default 420 s) before it starts and stops
+cleanly when it runs out; what was not measured is reported as such, never guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
+
+from bench.throughput import DEFAULT_DATA, report_loop_images_per_second
+from cnnsweep.config import make_config
+from cnnsweep.data import load_data
+from cnnsweep.data.splits import split_indices
+from cnnsweep.devices import resolve_device
+from cnnsweep.flops import matmul_peak_flops, training_flops_per_image
+from cnnsweep.spec import builtin_specs
+from cnnsweep.train import train
+
+SPLIT = 0.9
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big each measurement is: the real one, or the smoke test's."""
+
+    width: float  # AlexNet channel multiplier (1.0: the report's network)
+    images: int  # training images per timed epoch in (a) and (b)
+    epochs: int  # epochs per measurement; all but the first are timed
+    concurrency: tuple[int, ...]  # K values of (b)
+    preset: str  # seed48 preset of (c)
+
+
+REAL = Scale(width=1.0, images=20_000, epochs=3, concurrency=(1, 2, 4, 8), preset="full")
+SMOKE = Scale(width=0.0625, images=256, epochs=3, concurrency=(1, 2), preset="smoke")
+# (c) in smoke mode: every seed48 configuration, trained for one short epoch.
+SMOKE_PRESET = """
+[presets.smoke]
+width = 0.0625
+max_train_images = 300
+max_test_images = 100
+max_epochs = 1
+"""
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def _config(scale: Scale, batch_size: int, **speed):
+    return make_config(
+        batch_norm=True, optimizer="adam", lr=1e-3, batch_size=batch_size, width=scale.width,
+        split=SPLIT, max_train_images=math.ceil(scale.images / SPLIT), max_test_images=1000,
+        max_epochs=scale.epochs, patience=scale.epochs, **speed,
+    )  # fmt: skip
+
+
+def _timed_rate(history) -> float:
+    """Images/s over the epochs after the first (the first pays for warm-up and compilation)."""
+    timed = history[1:] or history
+    return sum(m.images_per_second for m in timed) / len(timed)
+
+
+# --- (a) one run ---------------------------------------------------------------------------------
+
+MODES = {  # name -> TrainConfig speed settings
+    "eager": {},
+    "compiled": {"compile": True},
+    "graphed": {"compile": True, "compile_mode": "reduce-overhead"},
+}
+
+
+def per_run(data, device, scale: Scale, modes: list[str], budget: Budget) -> list[dict]:
+    rows = []
+    for batch_size in (64, 32):
+        if budget.left() < 30:
+            rows.append({"batch_size": batch_size, "skipped": "budget"})
+            continue
+        sample = data.subset(math.ceil(scale.images / SPLIT), 1000, seed=0)
+        train_idx, _ = split_indices(len(sample.train_labels), SPLIT, 0)
+        reference = report_loop_images_per_second(
+            sample.train_images[train_idx], sample.train_labels[train_idx], device, scale.width,
+            seed=0, batch_size=batch_size,
+        )  # fmt: skip
+        row = {"batch_size": batch_size, "report_loop": round(reference, 1)}
+        for mode in modes:
+            if budget.left() < 20:
+                row[mode] = None
+                continue
+            result = train(_config(scale, batch_size, **MODES[mode]), data, device)
+            rate = _timed_rate(result.history)
+            row[mode] = round(rate, 1)
+            row[f"{mode}_ratio"] = round(rate / reference, 2)
+        rows.append(row)
+    return rows
+
+
+# --- (b) K concurrent runs -----------------------------------------------------------------------
+
+
+def _one_of_k(args: tuple) -> list[tuple[float, float, int]]:
+    """In a pool process: train one run, return each timed epoch's (start, end, images)."""
+    data_path, device_name, scale, batch_size, threads, barrier = args
+    if threads:
+        torch.set_num_threads(threads)
+    data = load_data(data_path, progress=False)
+    device = resolve_device(device_name)
+    epochs: list[tuple[float, float, int]] = []
+
+    def on_epoch(metrics) -> None:
+        end = time.time()
+        images = round(metrics.images_per_second * metrics.epoch_time)
+        epochs.append((end - metrics.epoch_time, end, images))
+
+    barrier.wait()  # all K start together
+    train(_config(scale, batch_size), data, device, on_epoch=on_epoch)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # leave the memory to the next K
+    return epochs[1:]  # the first epoch warms up
+
+
+def concurrent(data_path, device, scale: Scale, flops_per_image: float, peak: float,
+               budget: Budget) -> list[dict]:  # fmt: skip
+    """Aggregate images/s of K runs at once, for each K; one pool of processes serves every K
+    (each process starts once: importing torch and reading the data cost seconds)."""
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    largest = max(scale.concurrency)
+    with context.Manager() as manager, context.Pool(largest) as pool:
+        for k in scale.concurrency:
+            if budget.left() < 30:
+                rows.append({"k": k, "skipped": "budget"})
+                continue
+            threads = max(1, (os.cpu_count() or 1) // k) if device.type == "cpu" else None
+            barrier = manager.Barrier(k)
+            jobs = [(data_path, str(device), scale, 64, threads, barrier)] * k
+            # chunksize 1: a process blocked at the barrier takes no second job, so the K jobs
+            # run in K different processes.
+            runs = pool.map(_one_of_k, jobs, chunksize=1)
+            # Each run's steady rate over its timed epochs; the K ran at once, so their rates
+            # add up. How much their timed windows overlapped says how true that sum is.
+            rates = [sum(e[2] for e in run) / sum(e[1] - e[0] for e in run) for run in runs]
+            starts, ends = [run[0][0] for run in runs], [run[-1][1] for run in runs]
+            overlap = max(0.0, min(ends) - max(starts)) / (max(ends) - min(starts))
+            rate = sum(rates)
+            rows.append({
+                "k": k, "aggregate_img_per_s": round(rate, 1),
+                "per_run_img_per_s": round(rate / k, 1), "overlap": round(overlap, 2),
+                "mfu": round(rate * flops_per_image / peak, 4) if peak else None,
+            })  # fmt: skip
+    return rows
+
+
+# --- (c) the whole study -------------------------------------------------------------------------
+
+
+def whole_study(data_path, device, scale: Scale, k: int, budget: Budget) -> dict:
+    """``cnnsweep run seed48`` at the given preset with K runs on the device, within the budget."""
+    with tempfile.TemporaryDirectory(prefix="cnnsweep-gpu-bench-") as folder:
+        return _run_study(Path(folder), data_path, device, scale, k, budget)
+
+
+def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Budget) -> dict:
+    from cnnsweep.report import study_data
+    from cnnsweep.report.findings import evaluate_all, load_claims
+    from cnnsweep.report.tidy import tidy_frame
+    from cnnsweep.spec import load_spec
+    from cnnsweep.store import Store
+
+    spec = folder / "seed48.toml"
+    spec.write_text(builtin_specs()["seed48"] + SMOKE_PRESET)
+    command = [
+        sys.executable,
+        "-m",
+        "cnnsweep",
+        "run",
+        str(spec),
+        "--preset",
+        scale.preset,
+        "--data",
+        str(data_path),
+        "--devices",
+        str(device),
+        "--runs-per-device",
+        str(k),
+    ]
+    seconds = max(1.0, budget.left() - 15)  # leave time to read the store and write the JSON
+    start = time.monotonic()
+    process = subprocess.Popen(
+        command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=seconds)
+        finished_in_budget = process.returncode in (0, 1)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: runs in flight go back to the queue
+        _, stderr = process.communicate(timeout=60)
+        finished_in_budget = False
+    wall = time.monotonic() - start
+    name = f"seed48-{scale.preset}"
+    journal = folder / "runs" / name / "journal.log"
+    if not journal.exists():
+        return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else "no store"}
+    store = Store.open(str(journal), name)
+    records = store.records()
+    done = [r for r in records if r.state in ("complete", "diverged")]
+    accuracies = {r.label: round(r.result["test_accuracy"], 2) for r in done if r.result}
+    figures = {
+        "preset": scale.preset, "runs_per_device": k, "wall_s": round(wall, 1),
+        "runs_finished": len(done), "runs_total": len(records),
+        "finished_in_budget": finished_in_budget, "test_accuracy": accuracies,
+        "projected_total_s": round(wall * len(records) / len(done), 1) if done else None,
+    }  # fmt: skip
+    if done:
+        factors = list(load_spec("seed48").grid)
+        frame = tidy_frame(study_data(store).results, factors)
+        findings = evaluate_all(load_claims(None), frame, factors)
+        figures["claims"] = {f.claim.id: f.verdict for f in findings}
+        best = max(done, key=lambda r: r.result["test_accuracy"])
+        figures["best_run"] = best.label
+        dropout = [r.result["test_accuracy"] for r in done if r.config.get("dropout")]
+        figures["dropout_max_test_accuracy"] = round(max(dropout), 2) if dropout else None
+        figures["bn_adam_lr1e-3_test_accuracy"] = [
+            round(r.result["test_accuracy"], 2) for r in done
+            if r.config.get("batch_norm") and r.config["optimizer"] == "adam"
+            and r.config["lr"] == 1e-3
+        ]  # fmt: skip
+    return figures
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="hard limit (420 s)")
+    parser.add_argument("--smoke", action="store_true", help="tiny and quick, for CPU and CI")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    budget = Budget(args.budget_s)
+    scale = SMOKE if args.smoke else REAL
+    device = resolve_device(args.device)
+    # Graphs need CUDA; on a CPU torch.compile measured slower than eager (DESIGN.md).
+    modes = ["eager", "compiled", "graphed"] if device.type == "cuda" else ["eager"]
+    data = load_data(args.data, progress=False)
+    flops = training_flops_per_image(_config(scale, 64), data)
+    peak = matmul_peak_flops(device, bf16=device.type == "cuda")
+    figures: dict = {
+        "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"), "smoke": args.smoke, "width": scale.width,
+        "budget_s": args.budget_s, "train_flops_per_image": flops, "matmul_peak_flops": peak,
+    }  # fmt: skip
+    figures["per_run"] = per_run(data, device, scale, modes, budget)
+    figures["concurrent"] = concurrent(args.data, device, scale, flops, peak, budget)
+    measured = [r for r in figures["concurrent"] if "aggregate_img_per_s" in r]
+    best_k = max(measured, key=lambda r: r["aggregate_img_per_s"])["k"] if measured else 1
+    if budget.left() > 30:
+        figures["study"] = whole_study(args.data, device, scale, best_k, budget)
+    else:
+        figures["study"] = {"skipped": "budget"}
+    figures["elapsed_s"] = round(args.budget_s - budget.left(), 1)
+    print_table(figures)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def print_table(figures: dict) -> None:
+    print(f"device   {figures['device']} ({figures['device_name']}), torch {figures['torch']}, "
+          f"{figures['date']}{'  [smoke]' if figures['smoke'] else ''}")  # fmt: skip
+    print(
+        f"model    AlexNet width {figures['width']}, batch norm, Adam lr 1e-3; "
+        f"{figures['train_flops_per_image'] / 1e9:.3f} GFLOP per training image"
+    )
+    print("\n(a) one run, training images/s (ratio to the report's loop)")
+    for row in figures["per_run"]:
+        if "skipped" in row:
+            print(f"  batch {row['batch_size']}: skipped ({row['skipped']})")
+            continue
+        cells = [f"report loop {row['report_loop']:.1f}"]
+        for mode in MODES:
+            if row.get(mode) is not None:
+                cells.append(f"{mode} {row[mode]:.1f} ({row[f'{mode}_ratio']:.2f}x)")
+        print(f"  batch {row['batch_size']}: " + ", ".join(cells))
+    print("\n(b) K concurrent runs, batch 64")
+    for row in figures["concurrent"]:
+        if "skipped" in row:
+            print(f"  K={row['k']}: skipped ({row['skipped']})")
+        else:
+            mfu = f", MFU {100 * row['mfu']:.1f}%" if row["mfu"] is not None else ""
+            print(f"  K={row['k']}: {row['aggregate_img_per_s']:.1f} img/s in all, "
+                  f"{row['per_run_img_per_s']:.1f} per run{mfu} "
+                  f"(timed windows {100 * row['overlap']:.0f}% overlapping)")  # fmt: skip
+    study = figures["study"]
+    print("\n(c) seed48 study")
+    if "runs_finished" in study:
+        state = "finished" if study["finished_in_budget"] else "budget ended"
+        print(f"  preset {study['preset']}, K={study['runs_per_device']}: "
+              f"{study['runs_finished']}/{study['runs_total']} runs in {study['wall_s']:.0f} s "
+              f"({state}; projected total {study['projected_total_s']} s)")  # fmt: skip
+        if "claims" in study:
+            print("  claims: " + ", ".join(f"({k}) {v}" for k, v in study["claims"].items()))
+    else:
+        print(f"  {study}")
+
+
+if __name__ == "__main__":
+    main()
