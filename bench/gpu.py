@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout, uninstalled
 
 from bench.throughput import DEFAULT_DATA, report_loop_images_per_second
 from cnnsweep.config import make_config
@@ -47,6 +47,9 @@ from cnnsweep.spec import builtin_specs
 from cnnsweep.train import train
 
 SPLIT = 0.9
+REPO = Path(__file__).resolve().parents[1]
+# Shares of the budget for (a) and (b); (c), the whole study, gets what they leave.
+SHARE_PER_RUN, SHARE_CONCURRENT = 0.3, 0.2
 
 
 @dataclass(frozen=True)
@@ -219,9 +222,10 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
     ]
     seconds = max(1.0, budget.left() - 15)  # leave time to read the store and write the JSON
     start = time.monotonic()
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     process = subprocess.Popen(
         command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, env={**os.environ, "PYTHONPATH": path},
     )  # fmt: skip
     try:
         _, stderr = process.communicate(timeout=seconds)
@@ -287,8 +291,11 @@ def main(argv: list[str] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d"), "smoke": args.smoke, "width": scale.width,
         "budget_s": args.budget_s, "train_flops_per_image": flops, "matmul_peak_flops": peak,
     }  # fmt: skip
-    figures["per_run"] = per_run(data, device, scale, modes, budget)
-    figures["concurrent"] = concurrent(args.data, device, scale, flops, peak, budget)
+    share = lambda fraction: Budget(min(budget.left(), fraction * args.budget_s))  # noqa: E731
+    figures["per_run"] = per_run(data, device, scale, modes, share(SHARE_PER_RUN))
+    figures["concurrent"] = concurrent(
+        args.data, device, scale, flops, peak, share(SHARE_CONCURRENT)
+    )
     measured = [r for r in figures["concurrent"] if "aggregate_img_per_s" in r]
     best_k = max(measured, key=lambda r: r["aggregate_img_per_s"])["k"] if measured else 1
     if budget.left() > 30:
@@ -324,6 +331,8 @@ def print_table(figures: dict) -> None:
         for mode in MODES:
             if row.get(mode) is not None:
                 cells.append(f"{mode} {row[mode]:.1f} ({row[f'{mode}_ratio']:.2f}x)")
+            elif mode in row:
+                cells.append(f"{mode} skipped (budget)")
         print(f"  batch {row['batch_size']}: " + ", ".join(cells))
     print("\n(b) K concurrent runs, batch 64")
     for row in figures["concurrent"]:
