@@ -25,7 +25,7 @@ from cnnsweep.identity import IDENTITY_VERSION
 from cnnsweep.preflight import available_memory, device_memory, footprint, preflight
 from cnnsweep.progress import StudyProgress
 from cnnsweep.report import build_report, study_data
-from cnnsweep.spec import Study, StudySpec
+from cnnsweep.spec import Run, Study, StudySpec
 from cnnsweep.store import Store, StudyNotFound, study_folder
 from cnnsweep.worker import WorkerOptions, run_worker
 
@@ -205,7 +205,7 @@ def auto_runs_per_device(study: Study, data: ImageDataset, device: torch.device)
     """How many of this study's runs fit on ``device`` at once: its free memory over the
     largest run's footprint (preflight.py) plus a process's overhead, at most MAX_AUTO_RUNS.
     On a CPU, also at most one run per core (each run then trains on one thread)."""
-    largest = max(footprint(run.config, data).bytes for run in study.runs())
+    largest = max(footprint(run.config, data).bytes for run in distinct_shapes(study))
     per_run = largest + PROCESS_OVERHEAD[device.type]
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -216,18 +216,23 @@ def auto_runs_per_device(study: Study, data: ImageDataset, device: torch.device)
     return max(1, min(limit, int(0.9 * free // per_run)))
 
 
+def distinct_shapes(study: Study) -> list[Run]:
+    """One run of each distinct shape: runs that differ only in seed or learning rate build the
+    same model on the same data, so they start, fit and use memory alike."""
+    shapes: dict[str, Run] = {}
+    for run in study.runs():
+        shapes.setdefault(run.config.model_dump_json(exclude={"seed", "lr"}), run)
+    return list(shapes.values())
+
+
 def check_runs_fit(study: Study, data: ImageDataset, devices: list[torch.device]) -> None:
     """Preflight every distinct run shape on the smallest device: each must start and fit."""
     smallest = min(devices, key=device_memory)
-    checked = set()
-    for run in study.runs():
-        key = run.config.model_dump_json(exclude={"seed", "lr"})  # neither changes the fit
-        if key not in checked:
-            checked.add(key)
-            try:
-                preflight(run.config, data, smallest)
-            except ConfigError as exc:
-                raise ConfigError(f"run {run.index + 1} ({run.label}): {exc}") from None
+    for run in distinct_shapes(study):
+        try:
+            preflight(run.config, data, smallest)
+        except ConfigError as exc:
+            raise ConfigError(f"run {run.index + 1} ({run.label}): {exc}") from None
 
 
 def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgress) -> None:
