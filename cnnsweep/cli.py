@@ -180,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.runs_per_device is not None and args.workers is not None:
         raise CnnsweepError("give --workers or --runs-per-device, not both")
     summary = run_study(
-        study, store_url=args.store, workers=args.workers or 1,
+        study, store_url=args.store, workers=1 if args.workers is None else args.workers,
         runs_per_device=args.runs_per_device, devices=args.devices.split(","),
         data=args.data, allow_spec_change=args.allow_spec_change, options=options,
     )  # fmt: skip

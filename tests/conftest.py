@@ -182,3 +182,18 @@ def tiny_spec(tmp_path, bars_folder):
         return write_spec(tmp_path / f"{name}.toml", text)
 
     return make
+
+
+# --- journals ----------------------------------------------------------------------------------
+
+
+def torn_files(journal: Path) -> list[Path]:
+    return sorted(journal.parent.glob(journal.name + ".torn-*"))
+
+
+def cut_last_line(journal: Path, keep: int = 25) -> bytes:
+    """Cut the journal inside its last line, as a writer killed mid-append would leave it."""
+    blob = journal.read_bytes()
+    start = blob.rstrip(b"\n").rfind(b"\n") + 1
+    journal.write_bytes(blob[: start + keep])
+    return blob[start : start + keep]

@@ -1,5 +1,6 @@
 """The journal file: a torn last line is moved aside and the study goes on; other damage is
-refused without touching the file (tests/test_hostile.py has those cases through the CLI)."""
+refused without touching the file (tests/test_hostile.py has those cases through the CLI, and
+tests/test_runner.py kills a whole study and tears its journal before running it again)."""
 
 import signal
 import subprocess
@@ -12,24 +13,12 @@ import pytest
 
 from cnnsweep.journal import JournalError
 from cnnsweep.store import Store
-from tests.test_runner import assert_each_run_completed_once, kill_session_when, run_again
+from tests.conftest import cut_last_line, torn_files
 
 RUNS = [
     {"run_id": f"r{i}", "index": i, "label": f"run {i}", "config": {"seed": i}, "factors": {}}
     for i in range(3)
 ]
-
-
-def torn_files(journal: Path) -> list[Path]:
-    return sorted(journal.parent.glob(journal.name + ".torn-*"))
-
-
-def cut_last_line(journal: Path, keep: int = 25) -> bytes:
-    """Cut the journal inside its last line, as a writer killed mid-append would leave it."""
-    blob = journal.read_bytes()
-    start = blob.rstrip(b"\n").rfind(b"\n") + 1
-    journal.write_bytes(blob[: start + keep])
-    return blob[start : start + keep]
 
 
 def test_a_torn_last_line_is_moved_aside_when_the_store_is_opened(tmp_path, caplog):
@@ -111,25 +100,3 @@ def test_a_real_kill_mid_append_is_repaired(tmp_path):
     assert [r.run_id for r in store.records()] == ["r0", "r1", "r2"]
     store.enqueue_missing(RUNS)  # and it takes new lines
     assert [r.state for r in Store.open(str(journal), "s").records()] == ["waiting"] * 3
-
-
-def test_a_study_killed_mid_append_finishes_with_nothing_lost_or_twice(tiny_spec, tmp_path):
-    """SIGKILL the whole `cnnsweep run` mid-study, tear the journal's last line as a kill
-    mid-append would, run the same command again: every finished run is still there, the rest
-    finish, none twice."""
-    spec = tiny_spec(name="torn", epochs=12)
-
-    def two_done(records) -> bool:
-        return sum(r.state == "complete" for r in records) >= 2
-
-    journal = kill_session_when(spec, tmp_path, "torn", two_done, workers=2)
-    cut_last_line(journal)
-    finished = {r.run_id: r.finished for r in Store.open(str(journal), "torn").records()
-                if r.state == "complete"}  # fmt: skip
-    assert len(torn_files(journal)) == 1 and len(finished) >= 1
-    again = run_again(spec, tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    store = Store.open(str(journal), "torn")
-    after = {r.run_id: r.finished for r in store.records()}
-    assert all(after[run_id] == at for run_id, at in finished.items())  # none ran again
-    assert_each_run_completed_once(store, 12)
