@@ -27,7 +27,7 @@ from cnnsweep.progress import StudyProgress
 from cnnsweep.report import build_report, study_data
 from cnnsweep.spec import Run, Study, StudySpec
 from cnnsweep.store import Store, StudyNotFound, study_folder
-from cnnsweep.worker import WorkerOptions, run_worker
+from cnnsweep.worker import WorkerOptions, worker_process
 
 # Local worker processes: each imports torch and holds its data (hundreds of MB), so thousands
 # would exhaust any machine; many machines join with `cnnsweep worker` instead.
@@ -111,16 +111,6 @@ def stored_identity_version(study: Study, store_url: str | None) -> int:
         return Store.open(store_url, study.name).identity_version
     except StudyNotFound:
         return IDENTITY_VERSION
-
-
-def _worker_entry(options: WorkerOptions) -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        run_worker(options)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
 
 
 def run_study(
@@ -238,7 +228,7 @@ def check_runs_fit(study: Study, data: ImageDataset, devices: list[torch.device]
 def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgress) -> None:
     """Run the workers; replace one that dies while runs remain (a bounded number of times)."""
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_entry, args=(o,), daemon=True) for o in options]
+    processes = [context.Process(target=worker_process, args=(o,), daemon=True) for o in options]
     for process in processes:
         process.start()
     restarts_left = len(options) * max(1, options[0].max_attempts)
@@ -256,7 +246,7 @@ def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgre
                 restarts_left -= 1
                 store.recover_stale(options[i].grace, options[i].max_attempts)
                 processes[i] = context.Process(
-                    target=_worker_entry, args=(options[i],), daemon=True
+                    target=worker_process, args=(options[i],), daemon=True
                 )
                 processes[i].start()
         progress.update(store.records())

@@ -174,3 +174,13 @@ def _run_one(store: Store, claim: Claim, data, device, env: dict, options: Worke
     diverged = result.stop_reason == "diverged"
     if not store.finish(claim.trial_id, result.model_dump(mode="json"), diverged):
         log.warning("run %s was taken over by another worker; result discarded", claim.label)
+
+
+def worker_process(options: WorkerOptions) -> None:
+    """A local worker process started by `cnnsweep run` (spawned: it imports this module and
+    what it needs to train, never the report's plotting and statistics)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        run_worker(options)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
