@@ -12,6 +12,7 @@ import pandas as pd
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.results import REPORT_COLUMNS, report_row
 from cnnsweep.spec import format_value
+from cnnsweep.states import RunState
 from cnnsweep.store import RunRecord
 
 RESULT_COLUMNS = (
@@ -47,8 +48,8 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
             host=env.get("host"),
             torch=env.get("torch"),
             git_commit=env.get("git_commit"),
-            error=record.error if record.state == "failed" else None,
-            traceback=record.traceback if record.state == "failed" else None,
+            error=record.error if record.state == RunState.FAILED else None,
+            traceback=record.traceback if record.state == RunState.FAILED else None,
             started=_time(record.started),
             finished=_time(record.finished),
         )

@@ -15,16 +15,15 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cnnsweep.states import RunState
 from cnnsweep.store import STATES, RunRecord
-
-FINISHED = ("complete", "diverged", "failed")
 
 
 def eta_seconds(records: list[RunRecord], workers: int) -> float | None:
     """Remaining runs x mean duration of finished runs / workers busy (None before any ends)."""
-    durations = [r.finished - r.started for r in records if r.state in ("complete", "diverged")
+    durations = [r.finished - r.started for r in records if r.state.has_result
                  and r.finished is not None and r.started is not None]  # fmt: skip
-    remaining = sum(r.state in ("waiting", "running") for r in records)
+    remaining = sum(r.state.pending for r in records)
     if not durations:
         return None
     return remaining * (sum(durations) / len(durations)) / max(1, workers)
@@ -55,7 +54,7 @@ def in_flight_line(record: RunRecord, now: float) -> str:
 
 def status_text(records: list[RunRecord], workers: int | None = None) -> str:
     counts = Counter("lost" if r.lost else r.state for r in records)
-    running = [r for r in records if r.state == "running" and not r.lost]
+    running = [r for r in records if r.state == RunState.RUNNING and not r.lost]
     lost = [r for r in records if r.lost]
     lines = [
         f"runs: {len(records)}  "
@@ -71,7 +70,9 @@ def status_text(records: list[RunRecord], workers: int | None = None) -> str:
         "`cnnsweep run` or `cnnsweep worker` runs it again"
         for r in lost
     ]
-    lines += [f"  failed   {r.label}: {failure_line(r)}" for r in records if r.state == "failed"]
+    lines += [
+        f"  failed   {r.label}: {failure_line(r)}" for r in records if r.state == RunState.FAILED
+    ]
     return "\n".join(lines)
 
 
@@ -105,7 +106,7 @@ class StudyProgress:
             self._live.start()
 
     def update(self, records: list[RunRecord]) -> None:
-        done = sum(r.state in FINISHED for r in records)
+        done = sum(r.state.ended for r in records)
         eta = format_duration(eta_seconds(records, self.workers))
         if self.live:
             counts = Counter(r.state for r in records)
@@ -114,12 +115,12 @@ class StudyProgress:
             table = Table.grid(padding=(0, 1))
             now = time.time()
             for record in records:
-                if record.state == "running":
+                if record.state == RunState.RUNNING:
                     table.add_row("  ▶", in_flight_line(record, now))
             self._live.update(Group(self.bar, table))
             return
         if self._seen is None:  # first look: report what an earlier session already finished
-            self._seen = {r.run_id: r.state for r in records if r.state in FINISHED}
+            self._seen = {r.run_id: r.state for r in records if r.state.ended}
             if self._seen:
                 self._print(f"{len(self._seen)} of {len(records)} runs already finished")
         for record in records:
@@ -128,10 +129,10 @@ class StudyProgress:
                 self._print_new_epochs(record)
                 continue
             self._seen[record.run_id] = record.state
-            if record.state == "running":
+            if record.state == RunState.RUNNING:
                 self._print(f"start    {record.label} (attempt {record.attempts})")
                 self._print_new_epochs(record)
-            elif record.state in FINISHED:
+            elif record.state.ended:
                 result = record.result or {}
                 if "test_accuracy" in result:
                     detail = (f"test_acc={result['test_accuracy']:.2f} "
@@ -143,7 +144,7 @@ class StudyProgress:
 
     def _print_new_epochs(self, record: RunRecord) -> None:
         """Plain mode: one line per epoch of a running run, as it is recorded."""
-        if record.state != "running":
+        if record.state != RunState.RUNNING:
             return
         shown = self._epochs_shown.get(record.run_id, 0)
         for epoch in record.history[shown:]:

@@ -237,7 +237,7 @@ def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgre
             time.sleep(1.0)
             records = store.records()
             progress.update(records)
-            unfinished = any(r.state in ("waiting", "running") for r in records)
+            unfinished = any(r.state.pending for r in records)
             for i, process in enumerate(processes):
                 if process.is_alive() or process.exitcode == 0 or not unfinished:
                     continue

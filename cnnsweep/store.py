@@ -33,17 +33,18 @@ from cnnsweep.errors import CnnsweepError
 from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
 from cnnsweep.journal import open_journal
 from cnnsweep.spec import check_name
+from cnnsweep.states import RunState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
 
-STATES = ("waiting", "running", "complete", "diverged", "failed")
+STATES = tuple(RunState)
 _STATE_OF = {
-    TrialState.WAITING: "waiting",
-    TrialState.RUNNING: "running",
-    TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "diverged",  # a run that ended early because its loss became NaN/inf
-    TrialState.FAIL: "failed",
+    TrialState.WAITING: RunState.WAITING,
+    TrialState.RUNNING: RunState.RUNNING,
+    TrialState.COMPLETE: RunState.COMPLETE,
+    TrialState.PRUNED: RunState.DIVERGED,  # Optuna's "pruned": the run's loss became NaN/inf
+    TrialState.FAIL: RunState.FAILED,
 }
 _RUN_ATTRS = ("run_id", "index", "label", "config", "factors")
 _IDENTITY_ATTR = "identity_version"  # a study attribute; cnnsweep's mark on its studies
@@ -187,7 +188,7 @@ class RunRecord:
     label: str
     config: dict[str, Any]
     factors: dict[str, Any]
-    state: str
+    state: RunState
     attempts: int
     trial_number: int
     result: dict[str, Any] | None = None
@@ -200,6 +201,9 @@ class RunRecord:
     started: float | None = None
     finished: float | None = None
     lost: bool = False  # running, but its worker's process on this machine is gone
+
+    def __post_init__(self) -> None:
+        self.state = RunState(self.state)  # a plain "complete" is accepted, and checked
 
 
 class Store:
@@ -391,7 +395,22 @@ class Store:
 
         Returns False when the run was already closed by someone else.
         """
-        trial = self.storage.get_trial(trial_id)
+        attrs = self.storage.get_trial(trial_id).user_attrs
+        again = attrs["attempt"] if retry else None
+        return self._close_failed(trial_id, attrs, error, traceback, enqueue_attempt=again)
+
+    def _close_failed(
+        self,
+        trial_id: int,
+        attrs: dict[str, Any],
+        error: str,
+        traceback: str | None = None,
+        enqueue_attempt: int | None = None,
+    ) -> bool:
+        """The one failure transition: record the error (and traceback), RUNNING -> FAIL, and,
+        if ``enqueue_attempt`` is given, a fresh WAITING trial of the same run with that attempt
+        number (Optuna cannot move a trial back to WAITING). False if the run was already closed
+        by someone else; then nothing is enqueued."""
         try:
             self.storage.set_trial_user_attr(trial_id, "error", error)
             if traceback:
@@ -399,8 +418,8 @@ class Store:
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:
             return False
-        if retry:
-            self._enqueue(trial.user_attrs, attempt=trial.user_attrs["attempt"])
+        if enqueue_attempt is not None:
+            self._enqueue(attrs, attempt=enqueue_attempt)
         return True
 
     def recover_stale(self, grace_seconds: float, max_attempts: int) -> list[str]:
@@ -425,14 +444,10 @@ class Store:
             else:
                 continue
             attempt = attrs.get("attempt", 1)
-            try:
-                self.storage.set_trial_user_attr(trial._trial_id, "error", reason)
-                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            except UpdateFinishedTrialError:
-                continue  # another process recovered it first
-            if attempt < max_attempts:
-                self._enqueue(attrs, attempt=attempt + 1)
-            recovered.append(attrs.get("label", str(trial.number)))
+            again = attempt + 1 if attempt < max_attempts else None
+            if self._close_failed(trial._trial_id, attrs, reason, enqueue_attempt=again):
+                recovered.append(attrs.get("label", str(trial.number)))
+            # else: another process recovered it first
         return recovered
 
     # --- reading ----------------------------------------------------------------------------
@@ -479,7 +494,7 @@ class Store:
             )
         return sorted(records, key=lambda r: r.index)
 
-    def trial_states(self) -> list[tuple[str | None, str]]:
+    def trial_states(self) -> list[tuple[str | None, RunState]]:
         """(run_id, state) of every trial, strays and retries included (for audits and tests)."""
         return [(t.user_attrs.get("run_id"), _STATE_OF[t.state]) for t in self._trials()]
 

@@ -138,8 +138,7 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
         store.recover_stale(options.grace, options.max_attempts)
         claim = store.claim(me)
         if claim is None:
-            states = {r.state for r in store.records()}
-            if not states & {"waiting", "running"}:
+            if not any(r.state.pending for r in store.records()):
                 return done
             time.sleep(options.poll_interval)  # others still run: one of them may die
             continue

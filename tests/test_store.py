@@ -152,3 +152,20 @@ def test_a_study_that_cnnsweep_did_not_create_is_left_untouched(store_url):
         Store.create(store_url, "theirs")
     (trial,) = study.get_trials()
     assert trial.state == optuna.trial.TrialState.WAITING and trial.user_attrs == {}
+
+
+def test_the_private_optuna_names_cnnsweep_relies_on_exist(tmp_path):
+    """store.py and journal.py use a few private Optuna names (pyproject caps optuna below 6);
+    if an Optuna release renames one, this fails before anything else does."""
+    from optuna.storages.journal._file import get_lock_file  # noqa: F401
+    from optuna.storages.journal._storage import JournalOperation, JournalStorageReplayResult
+
+    store = Store.create(str(tmp_path / "journal.log"), "s")
+    store.enqueue_missing(runs(1))
+    (trial,) = store._trials()
+    assert isinstance(trial._trial_id, int)
+    backend = store.storage._backend
+    assert backend._log_number_offset and hasattr(backend, "_lock")
+    assert store.storage._replay_result.log_number_read > 0
+    assert callable(JournalStorageReplayResult._is_issued_by_this_worker)
+    assert {int(op) for op in JournalOperation} >= set(range(10))

@@ -33,6 +33,7 @@ from cnnsweep.report.stats import (
     factor_comparisons,
 )
 from cnnsweep.report.tidy import tidy_frame
+from cnnsweep.states import RunState
 from cnnsweep.store import Store
 
 
@@ -195,7 +196,8 @@ def _render(
     finished = frame[frame["finished"]]
     total = len(frame)
     counts = frame["state"].value_counts()
-    others = ", ".join(f"{counts[s]} {s}" for s in ("running", "waiting", "failed", "diverged")
+    others = ", ".join(f"{counts[s]} {s}" for s in (RunState.RUNNING, RunState.WAITING,
+                                                     RunState.FAILED, RunState.DIVERGED)
                        if counts.get(s))  # fmt: skip
     summary = configuration_summary(finished, "test_accuracy", ["configuration"])
     best = None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-FINISHED_STATES = ("complete", "diverged")
+from cnnsweep.states import RunState
+
+FINISHED_STATES = tuple(s.value for s in RunState if s.has_result)  # runs with metrics
 
 
 def regularization_label(batch_norm: bool, dropout: bool) -> str:
