@@ -237,3 +237,16 @@ def test_a_study_with_no_finished_runs_draws_nothing_and_says_so(tmp_path, recwa
     assert files.figures == []
     assert "No finished runs yet: nothing to draw." in files.html.read_text()
     assert [str(w.message) for w in recwarn] == []  # matplotlib had nothing to warn about
+
+
+def test_epochs_are_drawn_on_whole_numbers(tmp_path):
+    from cnnsweep.report.figures import epochs_by_split
+    from cnnsweep.report.tidy import tidy_frame
+
+    data = study_data(make_fixture_study(tmp_path))
+    frame = tidy_frame(data.results, ["optimizer", "lr", "batch_size", "split", "regularization"])
+    (ax,) = epochs_by_split(frame).figure.axes
+    ticks = ax.get_yticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+    assert all(float(y).is_integer() for y in points)  # no vertical jitter on whole epochs

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 COLORS = {"batch_norm": "#1f77b4", "dropout": "#d62728", "both": "#9467bd", "none": "#7f7f7f"}
 OPTIMIZER_MARKERS = {"adam": "o", "sgd": "s", "rmsprop": "^"}
@@ -178,7 +179,10 @@ def epochs_by_split(frame: pd.DataFrame) -> ReportFigure:
     for i, split in enumerate(splits):
         values = done.loc[done["train_pct"] == split, "epochs_trained"].to_numpy(float)
         ax.boxplot(values, positions=[i], widths=0.5, showfliers=False)
-        _strip(ax, i, values + rng.uniform(-0.1, 0.1, len(values)), "#1f77b4", rng)
+        _strip(ax, i, values, "#1f77b4", rng)  # whole epochs: jittered sideways only
+    if len(done):  # at least a whole epoch either side, so that integer ticks can be found
+        ax.set_ylim(done["epochs_trained"].min() - 1, done["epochs_trained"].max() + 1)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xticks(range(len(splits)),
                   [f"{round(s * 100)}/{round((1 - s) * 100)}" for s in splits])  # fmt: skip
     ax.set_xlabel("train / held-out split (%)")
