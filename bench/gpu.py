@@ -198,7 +198,7 @@ def whole_study(data_path, device, scale: Scale, k: int, budget: Budget) -> dict
 
 def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Budget) -> dict:
     from cnnsweep.report import study_data
-    from cnnsweep.report.findings import evaluate_all, load_claims
+    from cnnsweep.report.findings import judge_claims, load_claims
     from cnnsweep.report.tidy import tidy_frame
     from cnnsweep.spec import load_spec
     from cnnsweep.store import Store
@@ -252,7 +252,7 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
     if done:
         factors = list(load_spec("seed48").grid)
         frame = tidy_frame(study_data(store).results, factors)
-        findings = evaluate_all(load_claims(None), frame, factors)
+        findings = judge_claims(load_claims(None), frame, factors)
         figures["claims"] = {f.claim.id: f.verdict for f in findings}
         best = max(done, key=lambda r: r.result["test_accuracy"])
         figures["best_run"] = best.label

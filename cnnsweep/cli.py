@@ -162,7 +162,7 @@ def _study_name(args: argparse.Namespace) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cnnsweep.runner import run_study, stored_identity_version
-    from cnnsweep.states import RunState
+    from cnnsweep.schema import RunState
     from cnnsweep.worker import WorkerOptions
 
     if args.max_runs is not None and args.max_runs < 1:
@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"study {summary.study} ({summary.store}): {counts}; results in {summary.csv}")
     if summary.report:
         print(f"report: {summary.report}")
-    return 0 if all(RunState(s).has_result for s in summary.counts) else 1
+    return 0 if all(RunState(s).finished for s in summary.counts) else 1
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ import pandas as pd
 
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.results import REPORT_COLUMNS, report_row
+from cnnsweep.schema import RunState
 from cnnsweep.spec import format_value
-from cnnsweep.states import RunState
 from cnnsweep.store import RunRecord
 
 RESULT_COLUMNS = (

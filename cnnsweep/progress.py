@@ -15,13 +15,13 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cnnsweep.states import RunState
+from cnnsweep.schema import RunState
 from cnnsweep.store import STATES, RunRecord
 
 
 def eta_seconds(records: list[RunRecord], workers: int) -> float | None:
     """Remaining runs x mean duration of finished runs / workers busy (None before any ends)."""
-    durations = [r.finished - r.started for r in records if r.state.has_result
+    durations = [r.finished - r.started for r in records if r.state.finished
                  and r.finished is not None and r.started is not None]  # fmt: skip
     remaining = sum(r.state.pending for r in records)
     if not durations:

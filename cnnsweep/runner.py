@@ -25,6 +25,7 @@ from cnnsweep.identity import IDENTITY_VERSION
 from cnnsweep.preflight import available_memory, device_memory, footprint, preflight
 from cnnsweep.progress import StudyProgress
 from cnnsweep.report import build_report, study_data
+from cnnsweep.schema import level_label
 from cnnsweep.spec import Run, Study, StudySpec
 from cnnsweep.store import Store, StudyNotFound, study_folder
 from cnnsweep.worker import WorkerOptions, worker_process
@@ -52,6 +53,7 @@ def run_dicts(study: Study, identity_version: int = IDENTITY_VERSION) -> list[di
             "label": run.label,
             "config": run.config.model_dump(mode="json"),
             "factors": run.factors,
+            "params": {name: level_label(value) for name, value in run.factors.items()},
         }
         for run in study.runs(identity_version)
     ]
@@ -91,7 +93,7 @@ def normalized_document(document: dict) -> dict:
 
 def open_study_store(study: Study, store_url: str | None, allow_spec_change: bool) -> Store:
     """Create or open the study's store; refuse a changed spec unless allowed."""
-    store = Store.create(store_url, study.name)
+    store = Store.open_or_create(store_url, study.name)
     store.identity_version  # noqa: B018  (refuses a study of a newer cnnsweep before any write)
     stored, new = store.document(), study.document()
     changed = stored is None or normalized_document(stored) != new

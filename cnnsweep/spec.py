@@ -39,6 +39,7 @@ from pydantic import (
 from cnnsweep import identity
 from cnnsweep.config import MAX_SEED, Protocol, TrainConfig, make_config
 from cnnsweep.errors import ConfigError, describe_validation_error
+from cnnsweep.schema import level_label
 
 Scalar = str | int | float | bool
 AxisValue = Scalar | dict[str, Scalar]
@@ -180,6 +181,7 @@ class StudySpec(BaseModel):
                     raise ValueError(f"grid axis {name!r} is empty")
                 _check_axis_values(name, axis)
                 seen[name] = axis
+            _check_distinct_levels(name, seen[name])
         return grid
 
 
@@ -189,6 +191,18 @@ def _check_settings(settings: dict[str, Any], where: str) -> None:
         raise ValueError(f"unknown setting {unknown[0]!r} in {where}")
     if "seed" in settings:
         raise ValueError(f"'seed' in {where}: list seeds in the top-level 'seeds' instead")
+
+
+def _check_distinct_levels(name: str, values: list[AxisValue]) -> None:
+    """Two values of one axis must not share a level: the report groups runs by level."""
+    first: dict[str, AxisValue] = {}
+    for value in values:
+        label = format_value(value)
+        if first.setdefault(label, value) != value:
+            raise ValueError(
+                f"grid axis {name!r} has two values labelled {label!r} ({first[label]!r} and "
+                f"{value!r}): give one of them a setting that is true only for it"
+            )
 
 
 def _check_axis_values(name: str, values: list[AxisValue]) -> None:
@@ -216,10 +230,7 @@ class Run:
 
 def format_value(value: Any) -> str:
     """A grid value as a short label: bundles by their true keys (``batch_norm``)."""
-    if isinstance(value, dict):
-        chosen = [k for k, v in value.items() if v is True]
-        return "+".join(chosen) if chosen else ",".join(f"{k}:{v}" for k, v in value.items())
-    return str(value)
+    return str(level_label(value))
 
 
 @dataclass(frozen=True)
@@ -247,6 +258,19 @@ class Study:
             "preset": self.preset,
             "preset_settings": self.spec.presets.get(self.preset, {}) if self.preset else {},
         }
+
+    def factor_levels(self) -> dict[str, list[Scalar]]:
+        """Each grid axis's levels (schema.level_label), in the order the spec lists them; a
+        dependent axis has the levels of all its tables (learning rates of every optimizer)."""
+        levels: dict[str, list[Scalar]] = {}
+        for name, axis in self.spec.grid.items():
+            values = (
+                [v for vs in axis.choices.values() for v in vs]
+                if isinstance(axis, DependentAxis)
+                else axis
+            )
+            levels[name] = list(dict.fromkeys(level_label(v) for v in values))
+        return levels
 
     def count_runs(self, limit: int) -> int:
         """How many runs the study has, counting no further than ``limit + 1`` (cheap)."""

@@ -4,8 +4,10 @@ Backends: an Optuna journal file (default, ``runs/<study>/journal.log``; no serv
 RDB storage on PostgreSQL (``postgresql://…``) for many machines. SQLite is refused: with parallel
 workers it handed one queued trial to two of them (DESIGN.md).
 
-Each run is one Optuna trial enqueued with user attributes (run_id, config, factors, attempt). The
-guarantees rest on two atomic transitions that both backends provide:
+Each run is one Optuna trial enqueued with its user attributes (schema.Attr: run_id, config,
+factors, attempt, …) and its grid levels as categorical parameters, so that Optuna's own tools
+(optuna-dashboard, ``optuna.importance``) see the study's factors. The guarantees rest on two
+atomic transitions that both backends provide:
 - WAITING -> RUNNING succeeds for exactly one claimant (so a run is never trained twice at once);
 - RUNNING -> finished succeeds once (so when a dead worker's run is failed and re-enqueued by one
   process, no other process can do the same, and a late result from the "dead" worker is refused).
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -32,9 +35,10 @@ from optuna.trial import FrozenTrial, TrialState
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
 from cnnsweep.journal import open_journal
+from cnnsweep.schema import ENQUEUED_ATTRS, EPOCH_PREFIX, Attr, RunState, epoch_key
 from cnnsweep.spec import check_name
-from cnnsweep.states import RunState
 
+log = logging.getLogger("cnnsweep.store")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
 
@@ -46,8 +50,8 @@ _STATE_OF = {
     TrialState.PRUNED: RunState.DIVERGED,  # Optuna's "pruned": the run's loss became NaN/inf
     TrialState.FAIL: RunState.FAILED,
 }
-_RUN_ATTRS = ("run_id", "index", "label", "config", "factors")
 _IDENTITY_ATTR = "identity_version"  # a study attribute; cnnsweep's mark on its studies
+_DOCUMENT_ATTR = "document"  # a study attribute: the spec it was run with (Study.document)
 DEFAULT_ROOT = Path("runs")
 JOURNAL_NAME = "journal.log"
 
@@ -171,7 +175,9 @@ def _open_storage(url: str, create: bool) -> BaseStorage:
 
 
 @dataclass
-class Claim:
+class ClaimedRun:
+    """A run a worker has taken from the queue: its trial (to record into) and its config."""
+
     trial_id: int
     run_id: str
     config: dict[str, Any]
@@ -207,7 +213,7 @@ class RunRecord:
 
 
 class Store:
-    """A study in Optuna storage. Open it with :meth:`create` or :meth:`open`."""
+    """A study in Optuna storage. Open it with :meth:`open_or_create` or :meth:`open`."""
 
     def __init__(self, storage: BaseStorage, study_name: str, url: str) -> None:
         self.storage = storage
@@ -218,7 +224,7 @@ class Store:
     # --- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, url: str | None, study_name: str) -> Store:
+    def open_or_create(cls, url: str | None, study_name: str) -> Store:
         """Open the study, creating it (and a journal file) if needed."""
         resolved = resolve_url(url, study_name)
         storage = _open_storage(resolved, create=True)
@@ -258,7 +264,7 @@ class Store:
 
     def is_ours(self) -> bool:
         attrs = self.storage.get_study_user_attrs(self.study_id)
-        return _IDENTITY_ATTR in attrs or "document" in attrs
+        return _IDENTITY_ATTR in attrs or _DOCUMENT_ATTR in attrs
 
     def _foreign(self) -> StoreError:
         return StoreError(
@@ -280,58 +286,104 @@ class Store:
     # --- the study's spec -------------------------------------------------------------------
 
     def document(self) -> dict[str, Any] | None:
-        return self.storage.get_study_user_attrs(self.study_id).get("document")
+        return self.storage.get_study_user_attrs(self.study_id).get(_DOCUMENT_ATTR)
 
     def set_document(self, document: dict[str, Any]) -> None:
-        self.storage.set_study_user_attr(self.study_id, "document", document)
+        self.storage.set_study_user_attr(self.study_id, _DOCUMENT_ATTR, document)
 
     # --- the queue --------------------------------------------------------------------------
 
     def _trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states or None)
 
-    def _enqueue(self, run: dict[str, Any], attempt: int) -> None:
-        """One WAITING trial, created with all its attributes in one storage operation, so no
-        worker can claim a trial whose attributes are half written."""
-        attrs = {key: run[key] for key in _RUN_ATTRS} | {"attempt": attempt}
-        template = optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=attrs)
+    def _enqueue(
+        self,
+        attrs: dict[str, Any],
+        attempt: int,
+        params: dict[str, Any],
+        distributions: dict[str, CategoricalDistribution],
+    ) -> None:
+        """One WAITING trial, created with all its attributes and parameters in one storage
+        operation, so no worker can claim a trial whose attributes are half written."""
+        template = optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            user_attrs={key: attrs[key] for key in ENQUEUED_ATTRS} | {Attr.ATTEMPT: attempt},
+            params=params,
+            distributions=distributions,
+        )
         self.storage.create_new_trial(self.study_id, template_trial=template)
 
     def enqueue_missing(self, runs: list[dict[str, Any]]) -> int:
         """Enqueue each run that has no trial waiting, running or finished with a result.
 
-        A run whose every attempt failed counts as missing, so running a study again retries it.
+        ``runs`` (all of the study's) are dicts of the enqueued attributes
+        (schema.ENQUEUED_ATTRS) plus ``params``: each factor's level. A factor's levels over all
+        the runs, in order, are the choices of its categorical distribution. A run whose every
+        attempt failed counts as missing, so running a study again retries it.
         """
         present = {
-            t.user_attrs.get("run_id")
+            t.user_attrs.get(Attr.RUN_ID)
             for t in self._trials()
-            if t.state != TrialState.FAIL and not t.user_attrs.get("duplicate")
+            if t.state != TrialState.FAIL and not t.user_attrs.get(Attr.DUPLICATE)
         }
-        missing = [run for run in runs if run["run_id"] not in present]
+        missing = [run for run in runs if run[Attr.RUN_ID] not in present]
+        distributions = self._distributions(runs)
         for run in missing:
-            self._enqueue(run, attempt=1)
+            params = {
+                name: level
+                for name, level in run.get("params", {}).items()
+                if level in distributions[name].choices
+            }
+            self._enqueue(run, 1, params, {name: distributions[name] for name in params})
         return len(missing)
 
-    def claim(self, worker: dict[str, Any]) -> Claim | None:
+    def _distributions(self, runs: list[dict[str, Any]]) -> dict[str, CategoricalDistribution]:
+        """Each factor's categorical distribution: the one its trials already have, else its
+        levels over ``runs``. Optuna fixes a categorical parameter's choices for good when it is
+        first stored, so a level that a changed spec adds stays out of the new runs' parameters
+        (their factors, in user attributes, are complete; Optuna's views just omit them)."""
+        levels: dict[str, dict[Any, None]] = {}
+        for run in runs:
+            for name, level in run.get("params", {}).items():
+                levels.setdefault(name, {})[level] = None
+        distributions = {name: CategoricalDistribution(list(ls)) for name, ls in levels.items()}
+        for trial in self._trials():
+            for name, stored in trial.distributions.items():
+                if name in distributions and isinstance(stored, CategoricalDistribution):
+                    distributions[name] = stored
+        for name, stored in distributions.items():
+            if added := [level for level in levels[name] if level not in stored.choices]:
+                log.warning(
+                    "factor %r has levels %s that the study's first runs did not: Optuna's "
+                    "views (dashboard, importance) leave %r out for those runs",
+                    name, added, name,
+                )  # fmt: skip
+        return distributions
+
+    def claim(self, worker: dict[str, Any]) -> ClaimedRun | None:
         """Take the first waiting run (in study order) for ``worker``, or None if none waits."""
         waiting = sorted(self._trials(TrialState.WAITING), key=lambda t: t.number)
         for trial in waiting:
-            if "run_id" not in trial.user_attrs:
+            if Attr.RUN_ID not in trial.user_attrs:
                 continue  # not a run of cnnsweep's: never touched
             try:
                 if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                     continue  # another worker took it first
             except UpdateFinishedTrialError:
                 continue
-            self.storage.set_trial_user_attr(trial._trial_id, "worker", worker)
-            self.storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
+            self.storage.set_trial_user_attr(trial._trial_id, Attr.WORKER, worker)
+            self.storage.set_trial_user_attr(trial._trial_id, Attr.HEARTBEAT, time.time())
             if self._is_duplicate(trial):
-                self.storage.set_trial_user_attr(trial._trial_id, "duplicate", True)
+                self.storage.set_trial_user_attr(trial._trial_id, Attr.DUPLICATE, True)
                 self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 continue
             attrs = trial.user_attrs
-            return Claim(
-                trial._trial_id, attrs["run_id"], attrs["config"], attrs["label"], attrs["attempt"]
+            return ClaimedRun(
+                trial._trial_id,
+                attrs[Attr.RUN_ID],
+                attrs[Attr.CONFIG],
+                attrs[Attr.LABEL],
+                attrs[Attr.ATTEMPT],
             )
         return None
 
@@ -341,9 +393,9 @@ class Store:
         Only possible when two processes enqueued the same study at the same moment; the earlier
         trial wins, so exactly one of the two goes on.
         """
-        run_id = claimed.user_attrs.get("run_id")
+        run_id = claimed.user_attrs.get(Attr.RUN_ID)
         for trial in self._trials(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED):
-            if trial.number == claimed.number or trial.user_attrs.get("run_id") != run_id:
+            if trial.number == claimed.number or trial.user_attrs.get(Attr.RUN_ID) != run_id:
                 continue
             if trial.state != TrialState.RUNNING or trial.number < claimed.number:
                 return True
@@ -352,18 +404,18 @@ class Store:
     # --- recording --------------------------------------------------------------------------
 
     def heartbeat(self, trial_id: int) -> None:
-        self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+        self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, time.time())
 
     def record_epoch(self, trial_id: int, epoch: dict[str, Any], monitored: float | None) -> None:
         """Store one epoch's metrics (its own attribute: writes stay small as runs grow long),
         the monitored value as Optuna's intermediate value, and a heartbeat."""
-        self.storage.set_trial_user_attr(trial_id, _epoch_key(epoch["epoch"]), epoch)
+        self.storage.set_trial_user_attr(trial_id, epoch_key(epoch["epoch"]), epoch)
         if monitored is not None and monitored == monitored:  # skip NaN
             self.storage.set_trial_intermediate_value(trial_id, epoch["epoch"], monitored)
         self.heartbeat(trial_id)
 
     def set_environment(self, trial_id: int, environment: dict[str, Any]) -> None:
-        self.storage.set_trial_user_attr(trial_id, "environment", environment)
+        self.storage.set_trial_user_attr(trial_id, Attr.ENVIRONMENT, environment)
 
     def finish(self, trial_id: int, result: dict[str, Any], diverged: bool) -> bool:
         """Store the result and close the run; False if the run was taken from this worker.
@@ -373,10 +425,10 @@ class Store:
         try:
             recorded = self.storage.get_trial(trial_id).user_attrs
             for epoch in result.get("history", []):
-                if _epoch_key(epoch["epoch"]) not in recorded:
-                    self.storage.set_trial_user_attr(trial_id, _epoch_key(epoch["epoch"]), epoch)
+                if epoch_key(epoch["epoch"]) not in recorded:
+                    self.storage.set_trial_user_attr(trial_id, epoch_key(epoch["epoch"]), epoch)
             self.storage.set_trial_user_attr(
-                trial_id, "result", {k: v for k, v in result.items() if k != "history"}
+                trial_id, Attr.RESULT, {k: v for k, v in result.items() if k != "history"}
             )
             if diverged:
                 self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
@@ -395,14 +447,13 @@ class Store:
 
         Returns False when the run was already closed by someone else.
         """
-        attrs = self.storage.get_trial(trial_id).user_attrs
-        again = attrs["attempt"] if retry else None
-        return self._close_failed(trial_id, attrs, error, traceback, enqueue_attempt=again)
+        trial = self.storage.get_trial(trial_id)
+        again = trial.user_attrs[Attr.ATTEMPT] if retry else None
+        return self._close_failed(trial, error, traceback, enqueue_attempt=again)
 
     def _close_failed(
         self,
-        trial_id: int,
-        attrs: dict[str, Any],
+        trial: FrozenTrial,
         error: str,
         traceback: str | None = None,
         enqueue_attempt: int | None = None,
@@ -411,15 +462,16 @@ class Store:
         if ``enqueue_attempt`` is given, a fresh WAITING trial of the same run with that attempt
         number (Optuna cannot move a trial back to WAITING). False if the run was already closed
         by someone else; then nothing is enqueued."""
+        trial_id = trial._trial_id
         try:
-            self.storage.set_trial_user_attr(trial_id, "error", error)
+            self.storage.set_trial_user_attr(trial_id, Attr.ERROR, error)
             if traceback:
-                self.storage.set_trial_user_attr(trial_id, "traceback", traceback)
+                self.storage.set_trial_user_attr(trial_id, Attr.TRACEBACK, traceback)
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:
             return False
-        if enqueue_attempt is not None:
-            self._enqueue(attrs, attempt=enqueue_attempt)
+        if enqueue_attempt is not None:  # the retry keeps the trial's parameters (none: 0.2.0)
+            self._enqueue(trial.user_attrs, enqueue_attempt, trial.params, trial.distributions)
         return True
 
     def recover_stale(self, grace_seconds: float, max_attempts: int) -> list[str]:
@@ -433,8 +485,8 @@ class Store:
         recovered = []
         for trial in self._trials(TrialState.RUNNING):
             attrs = trial.user_attrs
-            worker = attrs.get("worker") or {}
-            beat = attrs.get("heartbeat") or _timestamp(trial.datetime_start) or now
+            worker = attrs.get(Attr.WORKER) or {}
+            beat = attrs.get(Attr.HEARTBEAT) or _timestamp(trial.datetime_start) or now
             if _worker_gone(worker, me):
                 reason = f"worker {worker['host']}:{worker['pid']} died"
             elif now - beat > grace_seconds:
@@ -443,10 +495,10 @@ class Store:
                 )
             else:
                 continue
-            attempt = attrs.get("attempt", 1)
+            attempt = attrs.get(Attr.ATTEMPT, 1)
             again = attempt + 1 if attempt < max_attempts else None
-            if self._close_failed(trial._trial_id, attrs, reason, enqueue_attempt=again):
-                recovered.append(attrs.get("label", str(trial.number)))
+            if self._close_failed(trial, reason, enqueue_attempt=again):
+                recovered.append(attrs.get(Attr.LABEL, str(trial.number)))
             # else: another process recovered it first
         return recovered
 
@@ -457,8 +509,8 @@ class Store:
         running one, else the waiting one, else the last failed attempt."""
         by_run: dict[str, list[FrozenTrial]] = {}
         for trial in self._trials():
-            run_id = trial.user_attrs.get("run_id")
-            if run_id is not None and not trial.user_attrs.get("duplicate"):
+            run_id = trial.user_attrs.get(Attr.RUN_ID)
+            if run_id is not None and not trial.user_attrs.get(Attr.DUPLICATE):
                 by_run.setdefault(run_id, []).append(trial)
         priority = {
             TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.RUNNING: 1,
@@ -472,44 +524,37 @@ class Store:
             records.append(
                 RunRecord(
                     run_id=run_id,
-                    index=attrs["index"],
-                    label=attrs["label"],
-                    config=attrs["config"],
-                    factors=attrs["factors"],
+                    index=attrs[Attr.INDEX],
+                    label=attrs[Attr.LABEL],
+                    config=attrs[Attr.CONFIG],
+                    factors=attrs[Attr.FACTORS],
                     state=_STATE_OF[deciding.state],
                     attempts=sum(t.state != TrialState.WAITING for t in trials),
                     trial_number=deciding.number,
-                    result=attrs.get("result"),
-                    history=[attrs[k] for k in sorted(attrs) if k.startswith(_EPOCH_PREFIX)],
-                    error=attrs.get("error"),
-                    traceback=attrs.get("traceback"),
-                    worker=attrs.get("worker"),
-                    environment=attrs.get("environment"),
-                    heartbeat=attrs.get("heartbeat"),
+                    result=attrs.get(Attr.RESULT),
+                    history=[attrs[k] for k in sorted(attrs) if k.startswith(EPOCH_PREFIX)],
+                    error=attrs.get(Attr.ERROR),
+                    traceback=attrs.get(Attr.TRACEBACK),
+                    worker=attrs.get(Attr.WORKER),
+                    environment=attrs.get(Attr.ENVIRONMENT),
+                    heartbeat=attrs.get(Attr.HEARTBEAT),
                     started=_timestamp(deciding.datetime_start),
                     finished=_timestamp(deciding.datetime_complete),
                     lost=deciding.state == TrialState.RUNNING
-                    and _worker_gone(attrs.get("worker") or {}, me),
+                    and _worker_gone(attrs.get(Attr.WORKER) or {}, me),
                 )
             )
         return sorted(records, key=lambda r: r.index)
 
     def trial_states(self) -> list[tuple[str | None, RunState]]:
         """(run_id, state) of every trial, strays and retries included (for audits and tests)."""
-        return [(t.user_attrs.get("run_id"), _STATE_OF[t.state]) for t in self._trials()]
+        return [(t.user_attrs.get(Attr.RUN_ID), _STATE_OF[t.state]) for t in self._trials()]
 
 
 def _worker_gone(worker: dict[str, Any], me: dict[str, Any]) -> bool:
     """Whether ``worker`` ran on this machine (same host, same boot) and its process is gone."""
     same_machine = worker.get("host") == me["host"] and worker.get("boot") == me["boot"]
     return bool(same_machine and worker.get("pid") and not _pid_alive(worker["pid"]))
-
-
-_EPOCH_PREFIX = "epoch:"
-
-
-def _epoch_key(epoch: int) -> str:
-    return f"{_EPOCH_PREFIX}{epoch:05d}"  # zero-padded, so that keys sort in epoch order
 
 
 def _timestamp(moment) -> float | None:

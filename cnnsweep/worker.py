@@ -27,7 +27,7 @@ from cnnsweep.config import TrainConfig
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
-from cnnsweep.store import Claim, Store, this_worker
+from cnnsweep.store import ClaimedRun, Store, this_worker
 from cnnsweep.train import train
 
 log = logging.getLogger("cnnsweep.worker")
@@ -146,7 +146,9 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
         done += 1
 
 
-def _run_one(store: Store, claim: Claim, data, device, env: dict, options: WorkerOptions) -> None:
+def _run_one(
+    store: Store, claim: ClaimedRun, data, device, env: dict, options: WorkerOptions
+) -> None:
     store.set_environment(claim.trial_id, env)
     monitor = claim.config.get("monitor")
 

@@ -63,7 +63,7 @@ PLANTED_TRACEBACK = (
 
 def make_fixture_study(folder: Path, name: str = "fixture", dropout_wins: bool = False) -> Store:
     study = Study(parse_spec(SPEC.replace("{name}", name), "fixture"), None)
-    store = Store.create(str(folder / "journal.log"), study.name)
+    store = Store.open_or_create(str(folder / "journal.log"), study.name)
     store.set_document(study.document())
     runs = run_dicts(study)
     store.enqueue_missing(runs)

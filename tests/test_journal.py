@@ -23,7 +23,7 @@ RUNS = [
 
 def test_a_torn_last_line_is_moved_aside_when_the_store_is_opened(tmp_path, caplog):
     journal = tmp_path / "journal.log"
-    store = Store.create(str(journal), "s")
+    store = Store.open_or_create(str(journal), "s")
     store.enqueue_missing(RUNS)
     whole = journal.read_bytes()
     torn = cut_last_line(journal)
@@ -39,7 +39,7 @@ def test_a_torn_last_line_is_moved_aside_when_the_store_is_opened(tmp_path, capl
 
 def test_a_writer_that_finds_a_torn_tail_repairs_it_before_appending(tmp_path):
     journal = tmp_path / "journal.log"
-    store = Store.create(str(journal), "s")
+    store = Store.open_or_create(str(journal), "s")
     store.enqueue_missing(RUNS[:1])
     other = Store.open(str(journal), "s")  # opened while the file was whole
     store.enqueue_missing(RUNS[1:2])
@@ -51,7 +51,7 @@ def test_a_writer_that_finds_a_torn_tail_repairs_it_before_appending(tmp_path):
 
 def test_damage_in_the_middle_is_refused_and_left_alone(tmp_path):
     journal = tmp_path / "journal.log"
-    Store.create(str(journal), "s").enqueue_missing(RUNS)
+    Store.open_or_create(str(journal), "s").enqueue_missing(RUNS)
     lines = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(b"".join([*lines[:2], lines[2][:30] + b"\n", *lines[3:]]))
     damaged = journal.read_bytes()
@@ -75,7 +75,7 @@ def test_a_real_kill_mid_append_is_repaired(tmp_path):
     """SIGKILL a process while it appends big lines, until a kill lands mid-line (Linux stops a
     large write at a fatal signal); then the store opens, repaired, with every run in it."""
     journal = tmp_path / "journal.log"
-    Store.create(str(journal), "s").enqueue_missing(RUNS)
+    Store.open_or_create(str(journal), "s").enqueue_missing(RUNS)
     whole = journal.read_bytes()
     landed = False
     for attempt in range(12):

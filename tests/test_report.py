@@ -183,7 +183,7 @@ def test_user_claims_file_is_used(fixture_report, tmp_path):
 def test_bad_report_input(args, message, fixture_report, tmp_path, capsys, monkeypatch):
     store, _, _ = fixture_report
     monkeypatch.chdir(tmp_path)
-    Store.create(store.url, "empty")
+    Store.open_or_create(store.url, "empty")
     (tmp_path / "afile").write_text("x")
     (tmp_path / "bad.toml").write_text("[[claims]\n")
     replace = {"OUT": str(tmp_path / "out"), "STORE": store.url, "FILE/sub": "afile/sub",
@@ -206,7 +206,7 @@ def test_claims_file_errors_name_the_problem(tmp_path):
 
 
 def test_empty_study_is_refused(tmp_path):
-    store = Store.create(str(tmp_path / "j.log"), "blank")
+    store = Store.open_or_create(str(tmp_path / "j.log"), "blank")
     with pytest.raises(CnnsweepError, match="has no runs"):
         study_data(store)
 

@@ -8,8 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from cnnsweep.cli import main
 from cnnsweep.store import Store
@@ -31,6 +35,28 @@ def assert_each_run_completed_once(store: Store, expected: int) -> None:
     assert [r.state for r in store.records()] == ["complete"] * expected
 
 
+def assert_factors_are_optuna_parameters(store: Store) -> None:
+    """Optuna's own API (as optuna-dashboard uses it) sees each run's grid levels as categorical
+    parameters, and its importance evaluators can rank them."""
+    storage = store.url
+    if "://" not in storage:  # a journal file, opened as optuna-dashboard opens it
+        storage = JournalStorage(JournalFileBackend(store.url))
+    study = optuna.load_study(study_name=store.study_name, storage=storage)
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 12
+    levels = {"optimizer": ["adam", "sgd"], "lr": [0.001, 0.05],
+              "regularization": ["batch_norm", "dropout"]}  # fmt: skip
+    for trial in trials:
+        assert set(trial.params) == set(levels)
+        assert trial.params["lr"] == {"adam": 0.001, "sgd": 0.05}[trial.params["optimizer"]]
+        for name, choices in levels.items():
+            assert trial.distributions[name] == CategoricalDistribution(choices)
+    importances = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+    )
+    assert set(importances) <= set(levels)
+
+
 @pytest.mark.parametrize("backend", ["journal", "postgresql"])
 def test_three_workers_complete_twelve_runs_exactly_once(backend, tiny_spec, tmp_path, request):
     spec = tiny_spec(epochs=20)  # runs of about a second, so that every worker gets some
@@ -48,6 +74,7 @@ def test_three_workers_complete_twelve_runs_exactly_once(backend, tiny_spec, tmp
         else Store.open(str(tmp_path / "runs" / "tiny" / "journal.log"), "tiny")
     )
     assert_each_run_completed_once(store, 12)
+    assert_factors_are_optuna_parameters(store)
     workers = {(r.worker["host"], r.worker["pid"]) for r in store.records()}
     assert len(workers) == 3  # all three processes took part
     assert all(r.environment["torch"] and r.environment["device"] == "cpu" for r in store.records())

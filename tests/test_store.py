@@ -5,6 +5,8 @@ import sys
 import time
 
 import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
 from cnnsweep.store import Store, StoreError, resolve_url, this_worker
 
@@ -12,7 +14,8 @@ from cnnsweep.store import Store, StoreError, resolve_url, this_worker
 def runs(count: int = 4) -> list[dict]:
     return [
         {"run_id": f"r{i}", "index": i, "label": f"run {i}",
-         "config": {"lr": 0.1 * (i + 1), "seed": 0}, "factors": {"lr": 0.1 * (i + 1)}}
+         "config": {"lr": 0.1 * (i + 1), "seed": 0}, "factors": {"lr": 0.1 * (i + 1)},
+         "params": {"lr": 0.1 * (i + 1)}}
         for i in range(count)
     ]  # fmt: skip
 
@@ -25,10 +28,10 @@ def store_url(request, tmp_path):
 
 
 def test_enqueue_is_idempotent_and_claims_follow_study_order(store_url):
-    store = Store.create(store_url, "s")
+    store = Store.open_or_create(store_url, "s")
     assert store.enqueue_missing(runs()) == 4
     assert store.enqueue_missing(runs()) == 0
-    assert Store.create(store_url, "s").enqueue_missing(runs(6)) == 2  # a second process
+    assert Store.open_or_create(store_url, "s").enqueue_missing(runs(6)) == 2  # a second process
     me = this_worker()
     claimed = [store.claim(me) for _ in range(6)]
     assert [c.run_id for c in claimed] == ["r0", "r1", "r2", "r3", "r4", "r5"]
@@ -37,7 +40,7 @@ def test_enqueue_is_idempotent_and_claims_follow_study_order(store_url):
 
 
 def test_results_failures_and_divergence_are_recorded(store_url):
-    store = Store.create(store_url, "s")
+    store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(3))
     me = this_worker()
     a, b, c = (store.claim(me) for _ in range(3))
@@ -59,7 +62,7 @@ def test_results_failures_and_divergence_are_recorded(store_url):
 
 
 def test_a_dead_workers_run_is_retried_a_bounded_number_of_times(store_url):
-    store = Store.create(store_url, "s")
+    store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(1))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
@@ -74,7 +77,7 @@ def test_a_dead_workers_run_is_retried_a_bounded_number_of_times(store_url):
 
 
 def test_a_silent_worker_is_taken_over_and_its_late_result_refused(store_url):
-    store = Store.create(store_url, "s")
+    store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(1))
     elsewhere = this_worker() | {"host": "another-machine"}
     slow = store.claim(elsewhere)
@@ -91,7 +94,7 @@ def test_a_silent_worker_is_taken_over_and_its_late_result_refused(store_url):
 
 
 def test_interrupted_run_goes_back_to_the_queue(store_url):
-    store = Store.create(store_url, "s")
+    store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(1))
     claim = store.claim(this_worker())
     assert store.fail(claim.trial_id, "interrupted", retry=True)
@@ -100,7 +103,7 @@ def test_interrupted_run_goes_back_to_the_queue(store_url):
 
 
 def test_opening_a_missing_study_creates_nothing(store_url, tmp_path):
-    Store.create(store_url, "present")
+    Store.open_or_create(store_url, "present")
     with pytest.raises(StoreError, match=r"no study 'absent' in store .*studies there: present"):
         Store.open(store_url, "absent")
     with pytest.raises(StoreError, match="no study store at"):
@@ -111,7 +114,7 @@ def test_opening_a_missing_study_creates_nothing(store_url, tmp_path):
 def test_unreachable_postgres_names_it_without_the_password():
     url = "postgresql://alice:s3cret-pw@127.0.0.1:9/db"
     with pytest.raises(StoreError) as error:
-        Store.create(url, "s")
+        Store.open_or_create(url, "s")
     message = str(error.value)
     assert message.startswith("cannot reach store postgresql+psycopg://alice:***@127.0.0.1:9/db")
     assert "s3cret-pw" not in message and "\n" not in message
@@ -125,7 +128,7 @@ def test_sqlite_is_refused():
 def test_a_run_whose_worker_is_gone_shows_as_lost(store_url, capsys):
     from cnnsweep.cli import main
 
-    store = Store.create(store_url, "s")
+    store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(2))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
@@ -143,13 +146,13 @@ def test_a_run_whose_worker_is_gone_shows_as_lost(store_url, capsys):
 def test_a_study_that_cnnsweep_did_not_create_is_left_untouched(store_url):
     import optuna
 
-    storage = Store.create(store_url, "ours").storage  # the same backend, another study
+    storage = Store.open_or_create(store_url, "ours").storage  # the same backend, another study
     study = optuna.create_study(storage=storage, study_name="theirs")
     study.enqueue_trial({"x": 1.0})
     with pytest.raises(StoreError, match=r"'theirs' .* was not created by cnnsweep"):
         Store.open(store_url, "theirs")
     with pytest.raises(StoreError, match="was not created by cnnsweep"):
-        Store.create(store_url, "theirs")
+        Store.open_or_create(store_url, "theirs")
     (trial,) = study.get_trials()
     assert trial.state == optuna.trial.TrialState.WAITING and trial.user_attrs == {}
 
@@ -160,7 +163,7 @@ def test_the_private_optuna_names_cnnsweep_relies_on_exist(tmp_path):
     from optuna.storages.journal._file import get_lock_file  # noqa: F401
     from optuna.storages.journal._storage import JournalOperation, JournalStorageReplayResult
 
-    store = Store.create(str(tmp_path / "journal.log"), "s")
+    store = Store.open_or_create(str(tmp_path / "journal.log"), "s")
     store.enqueue_missing(runs(1))
     (trial,) = store._trials()
     assert isinstance(trial._trial_id, int)
@@ -169,3 +172,26 @@ def test_the_private_optuna_names_cnnsweep_relies_on_exist(tmp_path):
     assert store.storage._replay_result.log_number_read > 0
     assert callable(JournalStorageReplayResult._is_issued_by_this_worker)
     assert {int(op) for op in JournalOperation} >= set(range(10))
+
+
+def test_a_retry_keeps_the_runs_optuna_parameters(store_url):
+    store = Store.open_or_create(store_url, "s")
+    store.enqueue_missing(runs(2))
+    first = store.claim(this_worker())
+    assert store.fail(first.trial_id, "lost", retry=True)
+    waiting = store.storage.get_all_trials(store.study_id, states=(TrialState.WAITING,))
+    retry = next(t for t in waiting if t.user_attrs["run_id"] == "r0")
+    assert retry.params == {"lr": 0.1}
+    assert retry.distributions == {"lr": CategoricalDistribution([0.1, 0.2])}
+    assert retry.user_attrs["attempt"] == 1
+
+
+def test_levels_a_changed_spec_adds_stay_out_of_optuna_parameters(store_url):
+    """Optuna fixes a categorical parameter's choices when first stored; the new runs of a grown
+    grid are enqueued all the same, their new levels kept in their factors only."""
+    store = Store.open_or_create(store_url, "s")
+    store.enqueue_missing(runs(2))
+    assert store.enqueue_missing(runs(3)) == 1
+    trials = store.storage.get_all_trials(store.study_id)
+    assert [t.params for t in trials] == [{"lr": 0.1}, {"lr": 0.2}, {}]
+    assert trials[2].user_attrs["factors"] == {"lr": 0.30000000000000004}

@@ -53,6 +53,6 @@ def test_an_old_store_keeps_its_identity_version_and_dry_run_shows_its_ids(old_s
 
 def test_a_new_study_is_stored_with_this_releases_identity(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    store = Store.create(None, "fresh")
+    store = Store.open_or_create(None, "fresh")
     assert store.identity_version == 1
     assert Store.open(None, "fresh").identity_version == 1

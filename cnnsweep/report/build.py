@@ -25,7 +25,7 @@ from cnnsweep import __version__
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.frame import history_frame, results_frame, write_table
 from cnnsweep.report.figures import all_figures
-from cnnsweep.report.findings import evaluate_all, load_claims
+from cnnsweep.report.findings import judge_claims, load_claims
 from cnnsweep.report.stats import (
     MIN_PAIRS,
     Comparison,
@@ -33,7 +33,7 @@ from cnnsweep.report.stats import (
     factor_comparisons,
 )
 from cnnsweep.report.tidy import tidy_frame
-from cnnsweep.states import RunState
+from cnnsweep.schema import RunState
 from cnnsweep.store import Store
 
 
@@ -117,7 +117,7 @@ def build_report(data: StudyData, out_dir: Path, claims_path: str | None = None)
     frame = tidy_frame(results, factors)
     protocol = str(frame["config_protocol"].iloc[0])
     curve_metric = "train_accuracy" if protocol == "seed" else "val_accuracy"
-    findings = evaluate_all(claims, frame, factors)
+    findings = judge_claims(claims, frame, factors)
     parents = {name: axis["by"] for name, axis in spec.get("grid", {}).items()
                if isinstance(axis, dict) and "by" in axis}  # fmt: skip
     comparisons = factor_comparisons(frame[frame["finished"]], factors, "test_accuracy", parents)

@@ -123,7 +123,7 @@ def _levels_match(series: pd.Series, wanted: Scalar | list[Scalar]) -> pd.Series
     return series.isin(wanted)
 
 
-def evaluate(claim: Claim, frame: pd.DataFrame, factors: list[str]) -> Finding:
+def judge_claim(claim: Claim, frame: pd.DataFrame, factors: list[str]) -> Finding:
     """Test one claim on the finished runs of a tidy frame."""
     if claim.metric not in frame.columns:
         return Finding(claim, "inconclusive", [], f"metric {claim.metric!r} is not in the results")
@@ -164,5 +164,5 @@ def evaluate(claim: Claim, frame: pd.DataFrame, factors: list[str]) -> Finding:
     return Finding(claim, verdict, evidence, note)
 
 
-def evaluate_all(claims: list[Claim], frame: pd.DataFrame, factors: list[str]) -> list[Finding]:
-    return [evaluate(claim, frame, factors) for claim in claims]
+def judge_claims(claims: list[Claim], frame: pd.DataFrame, factors: list[str]) -> list[Finding]:
+    return [judge_claim(claim, frame, factors) for claim in claims]

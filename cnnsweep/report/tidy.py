@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cnnsweep.states import RunState
+from cnnsweep.schema import RunState
 
-FINISHED_STATES = tuple(s.value for s in RunState if s.has_result)  # runs with metrics
+FINISHED_STATES = tuple(s.value for s in RunState if s.finished)  # runs with metrics
 
 
 def regularization_label(batch_norm: bool, dropout: bool) -> str:
