@@ -197,7 +197,7 @@ def whole_study(data_path, device, scale: Scale, k: int, budget: Budget) -> dict
 
 
 def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Budget) -> dict:
-    from cnnsweep.report import study_data
+    from cnnsweep.frame import study_data
     from cnnsweep.report.findings import judge_claims, load_claims
     from cnnsweep.report.tidy import tidy_frame
     from cnnsweep.spec import load_spec
@@ -241,7 +241,7 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
         return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else "no store"}
     store = Store.open(str(journal), name)
     records = store.records()
-    done = [r for r in records if r.state in ("complete", "diverged")]
+    done = [r for r in records if r.state.finished]
     accuracies = {r.label: round(r.result["test_accuracy"], 2) for r in done if r.result}
     figures = {
         "preset": scale.preset, "runs_per_device": k, "wall_s": round(wall, 1),
@@ -252,7 +252,7 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
     if done:
         factors = list(load_spec("seed48").grid)
         frame = tidy_frame(study_data(store).results, factors)
-        findings = judge_claims(load_claims(None), frame, factors)
+        findings = judge_claims(load_claims("seed-report"), frame, factors)
         figures["claims"] = {f.claim.id: f.verdict for f in findings}
         best = max(done, key=lambda r: r.result["test_accuracy"])
         figures["best_run"] = best.label

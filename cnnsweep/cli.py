@@ -9,6 +9,8 @@ import argparse
 import json
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
 
 from cnnsweep import __version__
@@ -24,66 +26,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"cnnsweep: error: {message}\n")
 
 
+def _option_type(annotation) -> tuple[type, list | None]:
+    """(argparse type, choices) of a TrainConfig field's annotation; ``X | None`` reads as X."""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, list(typing.get_args(annotation))
+    if options and typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        return _option_type(options[0])
+    return annotation, None
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model", default="alexnet", help="registered model name (default: alexnet)"
-    )
-    model.add_argument("--batch-norm", action="store_true", help="batch norm after each conv")
-    model.add_argument("--dropout", action="store_true", help="dropout p=0.5 in the FC blocks")
-    model.add_argument("--width", type=float, default=1.0, help="channel multiplier (default: 1.0)")
+    """One option per TrainConfig field, generated from its type and description: the settings
+    are declared once. Every default here is None (unset), so TrainConfig's defaults, and the
+    protocol's, apply to whatever the command line leaves out."""
+    from cnnsweep.config import PROTOCOL_DEFAULTS, TrainConfig
 
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--optimizer", default="adam", help="sgd, rmsprop or adam (default: adam)")
-    optim.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
-    optim.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
-    optim.add_argument("--max-epochs", type=int, default=50, help="epoch limit (default: 50)")
-    optim.add_argument("--seed", type=int, default=0, help="split, init and batch order (0)")
-
-    protocol = parser.add_argument_group("protocol and early stopping")
-    protocol.add_argument("--protocol", default="holdout", help="holdout (default) or seed")
-    protocol.add_argument("--split", type=float, default=0.9, help="training fraction (0.9)")
-    protocol.add_argument("--monitor", help="val_accuracy, val_loss, train_accuracy or train_loss")
-    protocol.add_argument("--patience", type=int, help="epochs without improvement before stopping")
-    protocol.add_argument("--min-delta", type=float, default=0.0, help="smallest improvement")
-    protocol.add_argument("--augment", action="store_true", help="random crop + flip on device")
-    protocol.add_argument("--normalization", default="auto", help="auto, train or report")
-    protocol.add_argument("--max-train-images", type=int, help="class-balanced training subset")
-    protocol.add_argument("--max-test-images", type=int, help="class-balanced test subset")
-
-    speed = parser.add_argument_group("speed")
-    speed.add_argument("--no-amp", action="store_true", help="train in fp32 (no bf16 autocast)")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    speed.add_argument("--compile-mode", default="default",
-                       help="default, reduce-overhead (CUDA graphs) or max-autotune")  # fmt: skip
-    speed.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    group = parser.add_argument_group("training settings (as in a study spec's [fixed])")
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = field.default
+        if default is None and any(name in d for d in PROTOCOL_DEFAULTS.values()):
+            default = ", ".join(f"{p}: {d[name]}" for p, d in PROTOCOL_DEFAULTS.items())
+        help_text = f"{field.description} (default: {default})"
+        kind, choices = _option_type(field.annotation)
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)  # fmt: skip
+        else:
+            group.add_argument(flag, type=kind, choices=choices, default=None,
+                               metavar=kind.__name__.upper() if not choices else None,
+                               help=help_text)  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
 
 
 def _config_settings(args: argparse.Namespace) -> dict:
-    settings = {
-        "model": args.model,
-        "batch_norm": args.batch_norm,
-        "dropout": args.dropout,
-        "width": args.width,
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "max_epochs": args.max_epochs,
-        "seed": args.seed,
-        "protocol": args.protocol,
-        "split": args.split,
-        "monitor": args.monitor,
-        "patience": args.patience,
-        "min_delta": args.min_delta,
-        "augment": args.augment,
-        "normalization": args.normalization,
-        "max_train_images": args.max_train_images,
-        "max_test_images": args.max_test_images,
-        "amp": not args.no_amp,
-        "compile": args.compile,
-        "compile_mode": args.compile_mode,
-    }
-    return {k: v for k, v in settings.items() if v is not None}
+    """The training settings given on the command line (the rest stay unset)."""
+    from cnnsweep.config import TrainConfig
+
+    given = {name: getattr(args, name) for name in TrainConfig.model_fields}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -233,7 +215,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cnnsweep.report import build_report, study_data
+    from cnnsweep.frame import study_data
+    from cnnsweep.report import build_report
     from cnnsweep.store import Store
 
     store = Store.open(args.store, _study_name(args))
@@ -329,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write the HTML report, figures and CSV")
     _add_study_ref(report)
     report.add_argument("-o", "--output", required=True, help="folder to write into")
-    report.add_argument("--claims", help="TOML file of claims to test (default: the report's)")
+    report.add_argument("--claims", help="claims to re-test: a TOML file, or a built-in set "
+                        "(seed-report); default: the ones the study's spec names")  # fmt: skip
     report.set_defaults(handler=cmd_report)
 
     studies = commands.add_parser("studies", help="list the built-in study specs")

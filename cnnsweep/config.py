@@ -34,40 +34,51 @@ class TrainConfig(BaseModel):
     # Non-finite numbers (inf, nan) are invalid everywhere: they would be stored as null.
     model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
 
+    # Each description is also the command line's help for the setting (cli.py).
     # Model (options of the registry's factory).
-    model: str = "alexnet"
-    batch_norm: bool = False
-    dropout: bool = False
+    model: str = Field("alexnet", description="registered model name")
+    batch_norm: bool = Field(False, description="batch norm after each convolution")
+    dropout: bool = Field(False, description="dropout p=0.5 in the fully connected blocks")
     width: float = Field(1.0, gt=0, description="channel multiplier; 1.0 is the report's network")
 
     # Optimisation.
-    optimizer: Optimizer = "adam"
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-    max_epochs: int = Field(50, ge=1)
+    optimizer: Optimizer = Field("adam", description="SGD (momentum 0.9), RMSprop or Adam")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    batch_size: int = Field(64, ge=1, description="training images per step")
+    max_epochs: int = Field(50, ge=1, description="epoch limit")
 
     # Data and protocol.
-    protocol: Protocol = "holdout"
+    protocol: Protocol = Field(
+        "holdout", description="holdout: validation split, official test set; seed: the report's"
+    )
     split: float = Field(0.9, gt=0, lt=1, description="training fraction of the training images")
-    augment: bool = False  # random crop (4 px padding) + horizontal flip, on the device
-    normalization: Normalization = "auto"  # auto: the report's constants for seed on RGB data
-    max_train_images: int | None = Field(None, ge=2, description="class-balanced subset")
-    max_test_images: int | None = Field(None, ge=1)
+    augment: bool = Field(False, description="random crop (4 px padding) + flip, on the device")
+    normalization: Normalization = Field(
+        "auto", description="auto: the report's constants for seed on RGB data, else train"
+    )
+    max_train_images: int | None = Field(None, ge=2, description="class-balanced training subset")
+    max_test_images: int | None = Field(None, ge=1, description="class-balanced test subset")
 
     # Early stopping; None means the protocol's default (PROTOCOL_DEFAULTS).
-    monitor: Monitor | None = None
-    patience: int | None = Field(None, ge=1)
-    min_delta: float = Field(0.0, ge=0)
-    restore_best: bool | None = None
+    monitor: Monitor | None = Field(None, description="metric early stopping watches")
+    patience: int | None = Field(None, ge=1, description="epochs without improvement to stop")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as improvement")
+    restore_best: bool | None = Field(None, description="test the best epoch's weights")
+
+    # Measurement: what is scored besides training, not what is trained (not in the run's id).
+    train_eval_images: int = Field(
+        5000, ge=0, description="training images scored in eval mode each epoch (0: none)"
+    )
 
     # Speed switches (they do not change what is computed, only how fast and in which precision).
-    amp: bool = True  # bf16 autocast where the hardware supports it
-    compile: bool = False  # torch.compile the training step (evaluation stays eager)
-    # torch.compile's mode; "reduce-overhead" also captures CUDA graphs (fewer kernel launches).
-    compile_mode: CompileMode = "default"
-    eval_batch_size: int = Field(1024, ge=1)
+    amp: bool = Field(True, description="bf16 autocast where the hardware supports it")
+    compile: bool = Field(False, description="torch.compile the training step (eval is eager)")
+    compile_mode: CompileMode = Field(
+        "default", description="torch.compile mode; reduce-overhead also captures CUDA graphs"
+    )
+    eval_batch_size: int = Field(1024, ge=1, description="images per evaluation batch")
 
-    seed: int = Field(0, ge=0, le=MAX_SEED)
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="split, initialisation and batch order")
 
     @field_validator("model")
     @classmethod

@@ -1,22 +1,28 @@
-"""The results frame: one row per run (finished or not), the report's CSV columns first.
+"""Gathering a study: from the store's records to the results frame (one row per run, finished
+or not, the report's CSV columns first) and the per-epoch history frame.
 
-Everything downstream (export, figures, statistics) reads this frame, never the store.
+This is the store's side of the line: everything downstream (export, the report's figures and
+statistics) reads these frames, never the store.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.results import REPORT_COLUMNS, report_row
-from cnnsweep.schema import RunState
-from cnnsweep.spec import format_value
-from cnnsweep.store import RunRecord
+from cnnsweep.schema import RunState, level_label
+
+if TYPE_CHECKING:
+    from cnnsweep.store import RunRecord, Store
 
 RESULT_COLUMNS = (
-    "stop_reason", "epochs_trained", "best_epoch", "train_accuracy", "train_loss",
+    "stop_reason", "epochs_trained", "best_epoch", "train_eval_accuracy", "train_accuracy",
+    "train_loss",
     "val_accuracy", "val_loss", "test_loss", "images_per_second", "train_size", "val_size",
     "test_size", "precision", "normalization", "device",
 )  # fmt: skip
@@ -40,7 +46,7 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
             state=record.state,
             attempts=record.attempts,
         )
-        row.update({f"factor_{k}": format_value(v) for k, v in record.factors.items()})
+        row.update({f"factor_{k}": str(level_label(v)) for k, v in record.factors.items()})
         row.update({k: result.get(k) for k in RESULT_COLUMNS})
         row.update({f"config_{k}": config.get(k) for k in CONFIG_COLUMNS})
         env = record.environment or {}
@@ -96,7 +102,10 @@ def write_table(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
     return path
 
 
-HISTORY_COLUMNS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
+HISTORY_COLUMNS = (
+    "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_eval_loss",
+    "train_eval_accuracy", "epoch_time",
+)  # fmt: skip
 
 
 def history_frame(records: list[RunRecord]) -> pd.DataFrame:
@@ -108,3 +117,29 @@ def history_frame(records: list[RunRecord]) -> pd.DataFrame:
         for epoch in record.history
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=["run_id", "epoch", *HISTORY_COLUMNS])
+
+
+@dataclass
+class StudyData:
+    """Everything the report reads: the results frame, the per-epoch history, the stored spec
+    document and the workers' environments."""
+
+    name: str
+    results: pd.DataFrame
+    history: pd.DataFrame
+    document: dict
+    environments: list[dict]
+
+
+def study_data(store: Store) -> StudyData:
+    """Gather a stored study for the report."""
+    records = store.records()
+    if not records:
+        raise CnnsweepError(f"study {store.study_name!r} has no runs to report")
+    return StudyData(
+        name=store.study_name,
+        results=results_frame(records),
+        history=history_frame(records),
+        document=store.document() or {},
+        environments=[r.environment for r in records if r.environment],
+    )

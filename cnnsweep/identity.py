@@ -7,7 +7,8 @@ default, a new speed switch — or an upgrade would train a finished study all o
 The identity (version 1) is the settings *as the study states them* (protocol, ``[fixed]``, the
 preset, the grid values), each in its validated form (``lr = 1e-3`` and ``lr = 0.001`` agree),
 plus the seed, leaving out:
-- speed switches, which change how fast a run goes but not what it computes (``SPEED_SETTINGS``);
+- speed switches, which change how fast a run goes but not what it computes (``SPEED_SETTINGS``),
+  and measurement settings, which add scores but leave training alone (``MEASUREMENT_SETTINGS``);
 - a stated value equal to the setting's *neutral* value (``NEUTRAL``): what the setting meant when
   nothing was stated, frozen here when the setting was added. So ``augment = false`` and silence
   are the same run, and a later release may change a default without moving any id.
@@ -32,6 +33,9 @@ KNOWN_VERSIONS = (0, 1)
 
 # Settings that change only speed, never what is computed.
 SPEED_SETTINGS = frozenset({"compile", "compile_mode", "eval_batch_size"})
+# Settings that add measurements (scores of a training subset) without changing the training.
+MEASUREMENT_SETTINGS = frozenset({"train_eval_images"})
+OUTSIDE_IDENTITY = SPEED_SETTINGS | MEASUREMENT_SETTINGS
 
 # Each setting's neutral value: what it meant when unstated, frozen when it was added. A setting
 # added later adds itself here once, with the value that computes what was computed before it
@@ -80,7 +84,9 @@ def identity(stated: Mapping[str, Any], resolved: Mapping[str, Any]) -> dict[str
     settings = {
         key: resolved[key]
         for key in stated
-        if key != "seed" and key not in SPEED_SETTINGS and resolved[key] != _neutral(key, protocol)
+        if key != "seed"
+        and key not in OUTSIDE_IDENTITY
+        and resolved[key] != _neutral(key, protocol)
     }
     return {**settings, "seed": resolved["seed"]}
 
@@ -92,7 +98,7 @@ def _v0_config(stated: Mapping[str, Any], resolved: Mapping[str, Any]) -> dict[s
     for key in stated:
         if key in config:
             config[key] = resolved[key]
-        elif key not in SPEED_SETTINGS and resolved[key] != _neutral(key, protocol):
+        elif key not in OUTSIDE_IDENTITY and resolved[key] != _neutral(key, protocol):
             config[key] = resolved[key]  # a later setting: no 0.1.0 run ever had it
     config["seed"] = resolved["seed"]
     return config

@@ -50,7 +50,8 @@ def footprint(config: TrainConfig, data: ImageDataset) -> Footprint:
     parameters = sum(p.numel() for p in model.parameters())
     per_parameter = 1 + _STATE_PER_PARAMETER[config.optimizer] + (1 if config.restore_best else 0)
     pixels = data.channels * data.image_size[0] * data.image_size[1]
-    images = sum(split_counts(config, data))
+    counts = split_counts(config, data)
+    images = sum(counts) + min(config.train_eval_images, counts[0])  # + the eval-mode probe
     data_bytes = images * pixels * (1 + FLOAT_BYTES)  # uint8 copy + normalised fp32 copy
     # Outputs kept for the backward pass, and as many gradients of them in flight.
     total = FLOAT_BYTES * (parameters * per_parameter + 2 * activations) + data_bytes

@@ -27,12 +27,28 @@ REPORT_COLUMNS = (
 )
 
 
+# The numeric results a study may rank factors by or a claim may be about (columns of the
+# report's tidy frame; overfit_gap is the eval-mode training accuracy minus the test accuracy).
+METRICS = (
+    "test_accuracy", "overfit_gap", "best_train_acc", "train_eval_accuracy", "train_accuracy",
+    "val_accuracy", "test_loss", "val_loss", "train_loss", "train_time", "epochs_trained",
+    "epochs_run", "images_per_second",
+)  # fmt: skip
+# Metrics where lower is better; for the rest (accuracies, throughput) higher is better.
+LOWER_IS_BETTER = frozenset({"overfit_gap", "test_loss", "val_loss", "train_loss", "train_time",
+                             "epochs_trained", "epochs_run"})  # fmt: skip
+
+
 class EpochMetrics(BaseModel):
     epoch: int  # 1-based
     train_loss: float
     train_accuracy: float
     val_loss: float | None = None
     val_accuracy: float | None = None
+    # A fixed subset of the training split scored in eval mode (no dropout, batch norm's running
+    # statistics): the honest training accuracy, for the overfitting gap (train_eval_images).
+    train_eval_loss: float | None = None
+    train_eval_accuracy: float | None = None
     epoch_time: float  # seconds: training and validation of this epoch
     images_per_second: float  # training images / training seconds
 
@@ -45,6 +61,7 @@ class RunResult(BaseModel):
     train_loss: float  # of the last epoch
     train_accuracy: float  # of the last epoch
     best_train_accuracy: float  # the report's "best_train_acc"
+    train_eval_accuracy: float | None = None  # of the tested weights, in eval mode (see above)
     val_loss: float | None = None  # at the best epoch (holdout)
     val_accuracy: float | None = None
     test_loss: float

@@ -20,11 +20,10 @@ from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.cache import save_cached
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
-from cnnsweep.frame import results_frame, write_table
-from cnnsweep.identity import IDENTITY_VERSION
+from cnnsweep.frame import results_frame, study_data, write_table
+from cnnsweep.identity import IDENTITY_VERSION, OUTSIDE_IDENTITY
 from cnnsweep.preflight import available_memory, device_memory, footprint, preflight
 from cnnsweep.progress import StudyProgress
-from cnnsweep.report import build_report, study_data
 from cnnsweep.schema import level_label
 from cnnsweep.spec import Run, Study, StudySpec
 from cnnsweep.store import Store, StudyNotFound, study_folder
@@ -91,17 +90,36 @@ def normalized_document(document: dict) -> dict:
     return {**document, "spec": spec.model_dump(mode="json", exclude={"presets"})}
 
 
+# Spec fields that change no run: what the report shows, and settings outside a run's identity
+# (speed switches, measurements). A change to them alone updates the stored spec silently.
+REPORT_FIELDS = ("description", "metric", "claims")
+
+
+def runs_document(document: dict) -> dict:
+    """The part of a study document that decides its runs (what a spec change is judged on)."""
+    spec = {k: v for k, v in document.get("spec", {}).items() if k not in REPORT_FIELDS}
+
+    def computing(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k not in OUTSIDE_IDENTITY}
+
+    spec["fixed"] = computing(spec.get("fixed", {}))
+    preset = computing(document.get("preset_settings", {}))
+    return {**document, "spec": spec, "preset_settings": preset}
+
+
 def open_study_store(study: Study, store_url: str | None, allow_spec_change: bool) -> Store:
-    """Create or open the study's store; refuse a changed spec unless allowed."""
+    """Create or open the study's store; refuse a spec whose runs changed unless allowed."""
     store = Store.open_or_create(store_url, study.name)
     store.identity_version  # noqa: B018  (refuses a study of a newer cnnsweep before any write)
     stored, new = store.document(), study.document()
     changed = stored is None or normalized_document(stored) != new
-    if stored is not None and changed and not allow_spec_change:
-        raise ConfigError(
-            f"study {study.name!r} exists in {store.display_url} with a different spec "
-            f"(pass --allow-spec-change to run the new one): {spec_diff(stored, new)}"
-        )
+    if stored is not None and not allow_spec_change:
+        old_runs, new_runs = runs_document(normalized_document(stored)), runs_document(new)
+        if old_runs != new_runs:
+            raise ConfigError(
+                f"study {study.name!r} exists in {store.display_url} with a different spec "
+                f"(pass --allow-spec-change to run the new one): {spec_diff(old_runs, new_runs)}"
+            )
     if changed:
         store.set_document(new)
     return store
@@ -166,6 +184,8 @@ def run_study(
     records = store.records()
     counts = {s: sum(r.state == s for r in records) for s in sorted({r.state for r in records})}
     csv = write_table(results_frame(records), csv_path or folder / "results.csv", "csv")
+    from cnnsweep.report import build_report  # matplotlib and the rest: only now, once
+
     report = build_report(study_data(store), folder / "report").html
     return RunSummary(study.name, store.display_url, enqueued, counts, csv, report)
 

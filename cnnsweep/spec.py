@@ -39,6 +39,7 @@ from pydantic import (
 from cnnsweep import identity
 from cnnsweep.config import MAX_SEED, Protocol, TrainConfig, make_config
 from cnnsweep.errors import ConfigError, describe_validation_error
+from cnnsweep.results import METRICS
 from cnnsweep.schema import level_label
 
 Scalar = str | int | float | bool
@@ -98,6 +99,10 @@ class StudySpec(BaseModel):
     description: str = ""
     data: str | None = None  # a data path; None = CIFAR-10, downloaded once
     protocol: Protocol = "holdout"
+    # The report: the metric it ranks the factors by, and the claims it re-tests (a built-in set
+    # such as "seed-report", or a TOML file, relative to the spec). Neither changes any run.
+    metric: str = "test_accuracy"
+    claims: str | None = None
     seeds: list[StrictInt] | StrictInt = [0]
     fixed: dict[str, Any] = {}
     grid: dict[str, list[AxisValue] | DependentAxis]
@@ -115,6 +120,13 @@ class StudySpec(BaseModel):
         if min(seeds) < 0 or max(seeds) > MAX_SEED:
             raise ValueError(f"seeds must be between 0 and {MAX_SEED}")
         return seeds
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+        return metric
 
     @field_validator("fixed")
     @classmethod
@@ -197,6 +209,8 @@ def _check_distinct_levels(name: str, values: list[AxisValue]) -> None:
     """Two values of one axis must not share a level: the report groups runs by level."""
     first: dict[str, AxisValue] = {}
     for value in values:
+        if not isinstance(value, dict):
+            continue  # a scalar is its own level (a repeated one is refused as a duplicate run)
         label = format_value(value)
         if first.setdefault(label, value) != value:
             raise ValueError(
@@ -323,6 +337,9 @@ def _expand(axes, factors: dict[str, Any], assignment: dict[str, Any]):
 # --- loading -------------------------------------------------------------------------------
 
 
+BUILTIN_CLAIMS = ("seed-report",)  # cnnsweep/report/claims/<name>.toml
+
+
 def builtin_specs() -> dict[str, str]:
     """Built-in spec names -> their TOML text."""
     folder = resources.files("cnnsweep") / "studies"
@@ -361,7 +378,10 @@ def load_spec(name_or_path: str) -> StudySpec:
             raise ConfigError(
                 f"study spec {path} is not UTF-8 text (byte {exc.start} cannot be decoded)"
             ) from None
-        return parse_spec(text, str(path))
+        spec = parse_spec(text, str(path))
+        if spec.claims and spec.claims not in BUILTIN_CLAIMS:  # a file beside the spec
+            spec.claims = str((path.parent / spec.claims).resolve())
+        return spec
     raise ConfigError(
         f"unknown study {name_or_path!r}: not a file; built-in studies: {', '.join(builtins)}"
     )

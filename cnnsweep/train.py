@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +38,7 @@ class _Splits:
     train: DeviceImages
     val: DeviceImages | None
     test: DeviceImages
+    train_probe: DeviceImages | None  # training images scored in eval mode each epoch
     normalization: str  # which statistics normalise the images: "report" or "train"
 
 
@@ -73,15 +75,20 @@ def train(
         )
         synchronize(device)
         train_seconds = time.perf_counter() - epoch_start
-        val_loss = val_acc = None
+        val_loss = val_acc = probe_loss = probe_acc = None
         if splits.val is not None and math.isfinite(train_loss):
             val_loss, val_acc = evaluate(model, splits.val, config.eval_batch_size, use_bf16)
+        if splits.train_probe is not None and math.isfinite(train_loss):
+            probe = evaluate(model, splits.train_probe, config.eval_batch_size, use_bf16)
+            probe_loss, probe_acc = probe
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=train_loss,
             train_accuracy=train_acc,
             val_loss=val_loss,
             val_accuracy=val_acc,
+            train_eval_loss=probe_loss,
+            train_eval_accuracy=probe_acc,
             epoch_time=time.perf_counter() - epoch_start,
             images_per_second=trained / train_seconds,
         )
@@ -108,6 +115,7 @@ def train(
         model.load_state_dict(best_state)
     test_loss, test_acc = evaluate(model, splits.test, config.eval_batch_size, use_bf16)
     best = history[best_epoch - 1] if best_epoch else history[-1]
+    tested = best if best_state is not None else history[-1]  # the epoch whose weights are tested
     return RunResult(
         config=config,
         stop_reason=stop_reason,
@@ -116,6 +124,7 @@ def train(
         train_loss=history[-1].train_loss,
         train_accuracy=history[-1].train_accuracy,
         best_train_accuracy=max(_finite(m.train_accuracy) for m in history),
+        train_eval_accuracy=tested.train_eval_accuracy,
         val_loss=best.val_loss,
         val_accuracy=best.val_accuracy,
         test_loss=test_loss,
@@ -153,11 +162,19 @@ def _prepare_splits(config: TrainConfig, data: ImageDataset, device: torch.devic
     def on_device(images, labels) -> DeviceImages:
         return DeviceImages(images, labels, device, mean, std)
 
-    train = on_device(train_images, data.train_labels[train_idx])
+    train_labels = data.train_labels[train_idx]
+    train = on_device(train_images, train_labels)
     rest = on_device(data.train_images[rest_idx], data.train_labels[rest_idx])
+    probe = None
+    if config.train_eval_images:
+        # Its own generator: the probe never changes the training's random stream.
+        chosen = np.random.default_rng(config.seed).permutation(len(train_idx))
+        chosen = np.sort(chosen[: config.train_eval_images])
+        probe = on_device(train_images[chosen], train_labels[chosen])
     if config.protocol == "seed":
-        return _Splits(train, None, rest, normalization)
-    return _Splits(train, rest, on_device(data.test_images, data.test_labels), normalization)
+        return _Splits(train, None, rest, probe, normalization)
+    test = on_device(data.test_images, data.test_labels)
+    return _Splits(train, rest, test, probe, normalization)
 
 
 def _compiled(model: nn.Module, config: TrainConfig) -> nn.Module:

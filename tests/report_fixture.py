@@ -16,6 +16,7 @@ SPEC = """
 name = "{name}"
 description = "A synthetic study for the report tests."
 protocol = "holdout"
+claims = "seed-report"
 seeds = [0, 1, 2]
 
 [fixed]

@@ -33,6 +33,24 @@ def test_train_prints_the_result_as_json(bars, private_cache):
     assert "epoch 2/2" in done.stderr  # per-epoch progress goes to stderr
 
 
+def test_every_training_setting_is_an_option_and_unset_ones_stay_unset():
+    """The options are generated from TrainConfig: none is missing, none has a default of its
+    own (the config's and the protocol's defaults apply)."""
+    from cnnsweep.cli import _config_settings, build_parser
+    from cnnsweep.config import TrainConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--restore-best", "--eval-batch-size", "256",
+                              "--no-amp", "--monitor", "val_loss"])  # fmt: skip
+    assert _config_settings(args) == {
+        "restore_best": True, "eval_batch_size": 256, "amp": False, "monitor": "val_loss",
+    }  # fmt: skip
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    for name, field in TrainConfig.model_fields.items():
+        assert "--" + name.replace("_", "-") in help_text
+        assert field.description, f"TrainConfig.{name} has no description (its --help)"
+
+
 def test_data_describes_a_source(tmp_path, capsys):
     archive = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz")
     assert main(["data", str(archive)]) == 0
@@ -46,8 +64,8 @@ def test_data_describes_a_source(tmp_path, capsys):
         (["--lr", "0"], "invalid lr=0.0: must be greater than 0"),
         (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
         (["--split", "1.2"], "invalid split=1.2: must be less than 1"),
-        (["--optimizer", "adagrad"], "must be 'sgd', 'rmsprop' or 'adam'"),
-        (["--protocol", "cv"], "must be 'holdout' or 'seed'"),
+        (["--optimizer", "adagrad"], "argument --optimizer: invalid choice: 'adagrad'"),
+        (["--protocol", "cv"], "argument --protocol: invalid choice: 'cv'"),
         (["--model", "resnet999"], "unknown model 'resnet999'; valid models: alexnet"),
         (["--device", "cuda:7"], "device 'cuda:7' does not exist"),
         (["--device", "tpu"], "unknown device 'tpu'"),

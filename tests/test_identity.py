@@ -14,7 +14,7 @@ def resolved(**settings) -> dict:
 
 def test_every_setting_is_either_a_speed_switch_or_has_a_frozen_neutral_value():
     """Adding a setting to TrainConfig means declaring, here, what it meant before it existed."""
-    declared = set(identity.NEUTRAL) | identity.SPEED_SETTINGS | {"seed"}
+    declared = set(identity.NEUTRAL) | identity.OUTSIDE_IDENTITY | {"seed"}
     assert set(TrainConfig.model_fields) == declared
 
 

@@ -35,8 +35,26 @@ def test_reading_a_stored_study_by_name_imports_no_torch(tmp_path):
     journal.parent.mkdir(parents=True)
     shutil.copy(FIXTURE / "journal.log", journal)
     for command in (["status", "--study", "upgrade-tiny"],
-                    ["export", "--study", "upgrade-tiny", "-o", "out.csv"]):  # fmt: skip
+                    ["export", "--study", "upgrade-tiny", "-o", "out.csv"],
+                    ["report", "--study", "upgrade-tiny", "-o", "report"]):  # fmt: skip
         loaded = modules_after(
             f"from cnnsweep.cli import main\nassert main({command!r}) == 0", cwd=tmp_path
         )
         assert "torch" not in loaded, command
+
+
+def test_a_built_in_spec_is_validated_without_torch():
+    """Naming a model in a spec (seed48 says model = "alexnet") checks the name against the
+    registry's known families without importing them."""
+    loaded = modules_after("from cnnsweep.spec import load_study\nload_study('seed48-holdout')")
+    assert "torch" not in loaded
+
+
+def test_the_report_reads_frames_not_the_store():
+    """report/ imports no store (nor Optuna's storages): the runner's side gathers the study."""
+    loaded = modules_after("import cnnsweep.report")
+    assert "torch" not in loaded
+    probe = "import cnnsweep.report, sys\nprint([m for m in sys.modules if m == 'cnnsweep.store'])"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stdout

@@ -49,3 +49,15 @@ def test_unknown_model_lists_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown model 'vgg'.*alexnet"):
         create_model("vgg")
     assert "alexnet" in list_models()
+
+
+def test_every_built_in_family_registers_under_its_known_name():
+    """registry.FAMILIES names each family before its module is imported; importing that module
+    must register exactly that name."""
+    import importlib
+
+    from cnnsweep.models.registry import _REGISTRY, FAMILIES
+
+    for name, module in FAMILIES.items():
+        importlib.import_module(module)
+        assert name in _REGISTRY, f"{module} does not register {name!r}"

@@ -10,7 +10,8 @@ from PIL import Image
 
 from cnnsweep.cli import main
 from cnnsweep.errors import CnnsweepError, ConfigError
-from cnnsweep.report import build_report, study_data
+from cnnsweep.frame import study_data
+from cnnsweep.report import build_report
 from cnnsweep.report.findings import load_claims
 from cnnsweep.report.stats import bootstrap_interval, compare, probability_of_improvement
 from cnnsweep.store import Store
@@ -36,11 +37,18 @@ def verdicts(html: str) -> dict[str, str]:
 
 def test_figures_are_real_pngs_of_sensible_size(fixture_report):
     _, files, _ = fixture_report
-    assert [p.name for p in files.figures] == [
-        "fig1_accuracy_by_optimizer.png", "fig2_accuracy_by_learning_rate.png",
-        "fig3_train_vs_test.png", "fig4_time_by_batch_size.png", "fig5_epochs_by_split.png",
-        "fig6_learning_curves.png",
-    ]  # fmt: skip
+    names = [p.name for p in files.figures]
+    # Chosen by the grid: the metric by each varied factor, the planted one (regularization)
+    # first; the interaction of the two that matter most; time by batch size and epochs by
+    # split (planted); training vs test; learning curves.
+    assert names[0] == "test_accuracy_by_regularization.png"
+    assert set(names[:5]) == {
+        f"test_accuracy_by_{f}.png"
+        for f in ("regularization", "lr", "batch_size", "split", "optimizer")
+    }
+    assert names[5].startswith("interaction_regularization_")
+    assert names[6:] == ["train_time_by_batch_size.png", "epochs_trained_by_split.png",
+                         "train_vs_test.png", "learning_curves.png"]  # fmt: skip
     for path in files.figures:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(path) as image:
@@ -55,7 +63,7 @@ def test_figures_are_real_pngs_of_sensible_size(fixture_report):
 def test_the_page_embeds_the_figures_and_shows_every_run(fixture_report):
     store, files, out = fixture_report
     html = files.html.read_text()
-    assert html.count("data:image/png;base64,") == 6
+    assert html.count("data:image/png;base64,") == len(files.figures) == 10
     assert 'src="http' not in html and "<script" not in html  # self-contained
     records = store.records()
     assert len(records) == 96
@@ -68,7 +76,7 @@ def test_the_page_embeds_the_figures_and_shows_every_run(fixture_report):
     assert html.count('class="state-failed"') == 1 and html.count('class="state-diverged"') == 1
     assert html.count('class="state-waiting"') == len(WAITING)
     assert "93 / 96" in html and "97% complete; 2 waiting, 1 failed, 1 diverged" in html
-    assert "Figure 6. Learning curves." in html
+    assert "Figure 10. Learning curves." in html
     assert "93 finished runs (3 unfinished or failed runs not drawn)" in html
     csv = pd.read_csv(out / "results.csv")
     assert len(csv) == 96 and list(csv.columns[:3]) == ["lr", "batch_size", "optimizer"]
@@ -202,7 +210,8 @@ def test_claims_file_errors_name_the_problem(tmp_path):
         load_claims(path)
     with pytest.raises(ConfigError, match="cannot read claims file"):
         load_claims(tmp_path / "none.toml")
-    assert len(load_claims()) == 7
+    assert len(load_claims("seed-report")) == 7
+    assert load_claims(None) == []
 
 
 def test_empty_study_is_refused(tmp_path):
@@ -240,12 +249,14 @@ def test_a_study_with_no_finished_runs_draws_nothing_and_says_so(tmp_path, recwa
 
 
 def test_epochs_are_drawn_on_whole_numbers(tmp_path):
-    from cnnsweep.report.figures import epochs_by_split
+    from cnnsweep.report.figures import metric_by_factor
+    from cnnsweep.report.gather import by_level
     from cnnsweep.report.tidy import tidy_frame
 
     data = study_data(make_fixture_study(tmp_path))
     frame = tidy_frame(data.results, ["optimizer", "lr", "batch_size", "split", "regularization"])
-    (ax,) = epochs_by_split(frame).figure.axes
+    points = by_level(frame, "split", "epochs_trained")
+    (ax,) = metric_by_factor(points, "split", "epochs_trained", "").figure.axes
     ticks = ax.get_yticks()
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
     points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])

@@ -2,17 +2,27 @@
 
 Every family takes the data's shape (``in_channels``, ``num_classes``, ``image_size``) plus its own
 options; an option left unset means the family's own default.
+
+The built-in families are known by name before they are imported (``FAMILIES``), so that a spec
+can be validated without importing torch (``cnnsweep status seed48`` stays fast); a family's
+module is imported, and registers itself, when a model of it is first built.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from cnnsweep.errors import ConfigError
 
-ModelFactory = Callable[..., nn.Module]
+if TYPE_CHECKING:
+    from torch import nn
+
+    ModelFactory = Callable[..., nn.Module]
+
+# Built-in family name -> the module that registers it.
+FAMILIES: dict[str, str] = {"alexnet": "cnnsweep.models.alexnet"}
 _REGISTRY: dict[str, ModelFactory] = {}
 
 
@@ -25,10 +35,12 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(FAMILIES.keys() | _REGISTRY.keys())
 
 
 def create_model(name: str, **options) -> nn.Module:
+    if name not in _REGISTRY and name in FAMILIES:
+        importlib.import_module(FAMILIES[name])  # registers the family
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     try:

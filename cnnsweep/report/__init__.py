@@ -1,8 +1,9 @@
-"""The analysis report: figures, statistics and the report's claims re-tested, in one HTML page.
+"""The analysis report: figures, statistics and the study's claims re-tested, in one HTML page.
 
-It reads only the results frame (and the per-epoch history), never the store directly.
+It reads only the gathered study (frame.StudyData: the results and history frames, the stored
+spec), never the store.
 """
 
-from cnnsweep.report.build import ReportFiles, StudyData, build_report, study_data
+from cnnsweep.report.build import ReportFiles, build_report
 
-__all__ = ["ReportFiles", "StudyData", "build_report", "study_data"]
+__all__ = ["ReportFiles", "build_report"]

@@ -1,6 +1,11 @@
-"""``cnnsweep report``: a stored study -> ``report.html`` (self-contained), the figures as PNG
-files, and ``results.csv``. Everything is written to a staging folder first and moved into place
-at the end, report.html last, so a failure leaves no half-written report behind."""
+"""``cnnsweep report``: a gathered study (frame.StudyData) -> ``report.html`` (self-contained),
+the figures as PNG files, and ``results.csv``. Everything is written to a staging folder first and
+moved into place at the end, report.html last, so a failure leaves no half-written report behind.
+
+The report is about the study's own grid: what mattered (each varied factor ranked by its effect
+on the study's metric), figures chosen by the grid, the seeds' spread, and, only when the study
+names claims (``claims`` in its spec, or ``--claims``), those claims re-tested.
+"""
 
 from __future__ import annotations
 
@@ -23,18 +28,24 @@ import pandas as pd
 
 from cnnsweep import __version__
 from cnnsweep.errors import CnnsweepError
-from cnnsweep.frame import history_frame, results_frame, write_table
-from cnnsweep.report.figures import all_figures
-from cnnsweep.report.findings import judge_claims, load_claims
-from cnnsweep.report.stats import (
-    MIN_PAIRS,
-    Comparison,
-    configuration_summary,
-    factor_comparisons,
+from cnnsweep.frame import StudyData, write_table
+from cnnsweep.report import gather
+from cnnsweep.report.analysis import FactorEffect, factor_effects, seed_spread
+from cnnsweep.report.figures import (
+    ReportFigure,
+    interaction,
+    label,
+    learning_curves,
+    metric_by_factor,
+    train_vs_test,
 )
+from cnnsweep.report.findings import claims_of, judge_claims, load_claims
+from cnnsweep.report.stats import MIN_PAIRS, Comparison, configuration_summary, factor_comparisons
 from cnnsweep.report.tidy import tidy_frame
+from cnnsweep.results import LOWER_IS_BETTER
 from cnnsweep.schema import RunState
-from cnnsweep.store import Store
+
+COSTS = ("train_time", "epochs_trained")  # drawn by the factor that matters most for each
 
 
 @dataclass
@@ -62,31 +73,6 @@ def _png(figure) -> tuple[bytes, int, int]:
     return buffer.getvalue(), width, height
 
 
-@dataclass
-class StudyData:
-    """Everything the report reads: the results frame, the per-epoch history, the stored spec
-    document and the workers' environments. Built from a store by :func:`study_data`."""
-
-    name: str
-    results: pd.DataFrame
-    history: pd.DataFrame
-    document: dict
-    environments: list[dict]
-
-
-def study_data(store: Store) -> StudyData:
-    records = store.records()
-    if not records:
-        raise CnnsweepError(f"study {store.study_name!r} has no runs to report")
-    return StudyData(
-        name=store.study_name,
-        results=results_frame(records),
-        history=history_frame(records),
-        document=store.document() or {},
-        environments=[r.environment for r in records if r.environment],
-    )
-
-
 def _environment(envs: list[dict], document: dict) -> list[tuple[str, str]]:
     def values(key: str) -> str:
         return ", ".join(sorted({str(e.get(key)) for e in envs if e.get(key)})) or "–"
@@ -107,34 +93,94 @@ def _environment(envs: list[dict], document: dict) -> list[tuple[str, str]]:
     ]
 
 
-def build_report(data: StudyData, out_dir: Path, claims_path: str | None = None) -> ReportFiles:
-    claims = load_claims(claims_path)  # a bad claims file fails before anything is written
+@dataclass
+class Analysis:
+    """What the page shows, computed from the tidy frame."""
+
+    metric: str
+    factors: list[str]
+    effects: list[FactorEffect]  # varied factors, the most important first
+    comparisons: list[tuple[str, Comparison]]
+    findings: list
+    figures: list[ReportFigure]
+
+
+def analyse(data: StudyData, claims_source: str | None) -> tuple[pd.DataFrame, Analysis]:
     spec = data.document.get("spec", {})
     results = data.results
     factors = list(spec.get("grid", {})) or [
         c.removeprefix("factor_") for c in results.columns if c.startswith("factor_")
     ]
+    metric = spec.get("metric", "test_accuracy")
     frame = tidy_frame(results, factors)
-    protocol = str(frame["config_protocol"].iloc[0])
-    curve_metric = "train_accuracy" if protocol == "seed" else "val_accuracy"
-    findings = judge_claims(claims, frame, factors)
     parents = {name: axis["by"] for name, axis in spec.get("grid", {}).items()
                if isinstance(axis, dict) and "by" in axis}  # fmt: skip
-    comparisons = factor_comparisons(frame[frame["finished"]], factors, "test_accuracy", parents)
-    # With no finished run there is nothing to draw (and matplotlib would only warn).
-    figures = all_figures(frame, data.history, curve_metric) if frame["finished"].any() else []
+    claims = load_claims(claims_source)
+    effects = factor_effects(frame, factors, metric, parents)
+    done = frame[frame["finished"]]
+    return frame, Analysis(
+        metric=metric,
+        factors=factors,
+        effects=effects,
+        comparisons=factor_comparisons(done, factors, metric, parents),
+        findings=judge_claims(claims, frame, factors) if claims else [],
+        # With no finished run there is nothing to draw (and matplotlib would only warn).
+        figures=choose_figures(frame, data.history, effects, factors, parents, metric)
+        if done.size
+        else [],
+    )
 
+
+def choose_figures(
+    frame: pd.DataFrame,
+    history: pd.DataFrame,
+    effects: list[FactorEffect],
+    factors: list[str],
+    parents: dict[str, str],
+    metric: str,
+) -> list[ReportFigure]:
+    """The figures this grid calls for: the metric by each varied factor (most important
+    first), the interaction of the two most important, time and epochs by the factor that
+    matters most for each, training vs test accuracy, and learning curves grouped by the
+    study's own axes. A factor with one level draws nothing."""
+    note = gather.counts_note(frame)
+    ranked = [e.factor for e in effects]
+    figures = [metric_by_factor(gather.by_level(frame, f, metric), f, metric, note)
+               for f in ranked]  # fmt: skip
+    if len(ranked) >= 2:
+        across, lines = ranked[0], ranked[1]
+        means = gather.interaction_means(frame, across, lines, metric)
+        figures.append(interaction(means, across, lines, metric))
+    for cost in COSTS:
+        if cost_effects := factor_effects(frame, factors, cost, parents):
+            top = cost_effects[0].factor
+            figures.append(metric_by_factor(gather.by_level(frame, top, cost), top, cost, note))
+    colour = ranked[0] if ranked else None
+    figures.append(train_vs_test(gather.train_test_points(frame, colour), colour, note))
+    protocol = str(frame["config_protocol"].iloc[0])
+    curve_metric = "train_accuracy" if protocol == "seed" else "val_accuracy"
+    panels, colour = ranked[:2], (ranked[2] if len(ranked) > 2 else None)
+    lines = gather.curves(frame, history, curve_metric, panels, colour)
+    figures.append(learning_curves(lines, curve_metric, panels, colour))
+    return figures
+
+
+def build_report(data: StudyData, out_dir: Path, claims: str | None = None) -> ReportFiles:
+    """Write the report of ``data`` into ``out_dir``. ``claims`` overrides the claims the study
+    names (a built-in set such as "seed-report", or a TOML file)."""
+    # A bad claims file fails here, before anything is written.
+    frame, analysis = analyse(data, claims or claims_of(data.document))
     staging = _staging_folder(out_dir)
     try:
         pictures = []
-        for fig in figures:
+        for fig in analysis.figures:
             png, width, height = _png(fig.figure)
             (staging / f"{fig.key}.png").write_bytes(png)
             pictures.append({"key": fig.key, "title": fig.title, "caption": fig.caption,
                              "data": base64.b64encode(png).decode(), "width": width,
                              "height": height})  # fmt: skip
-        write_table(results, staging / "results.csv", "csv")
-        html = _render(data, frame, findings, comparisons, pictures, protocol)
+        write_table(data.results, staging / "results.csv", "csv")
+        html = _render(data, frame, analysis, pictures)
         (staging / "report.html").write_text(html, encoding="utf-8")
         moved = [_move(staging / f"{fig['key']}.png", out_dir) for fig in pictures]
         csv = _move(staging / "results.csv", out_dir)
@@ -168,6 +214,7 @@ def _run_row(row: pd.Series) -> dict:
         "seed": row["seed"], "state": row["state"], "stop_reason": row["stop_reason"],
         "test_accuracy": _fmt(row["test_accuracy"]),
         "best_train_acc": _fmt(row["best_train_acc"]),
+        "train_eval_accuracy": _fmt(row["train_eval_accuracy"]),
         "val_accuracy": _fmt(row["val_accuracy"]),
         "epochs_trained": _fmt(row["epochs_trained"], 0),
         "epochs_run": _fmt(row["epochs_run"], 0),
@@ -179,49 +226,62 @@ def _run_row(row: pd.Series) -> dict:
 
 
 def _comparison_row(context: str, c: Comparison) -> dict:
+    higher, lower = (c.a, c.b) if c.metric not in LOWER_IS_BETTER else (c.b, c.a)
     return {
         "factor": c.factor, "context": context, "a": c.a, "b": c.b, "pairs": c.pairs,
         "difference": f"{c.mean_difference:+.2f}",
         "difference_ci": _interval(*c.difference_ci),
         "p": f"{c.p_a_greater:.2f}", "p_ci": _interval(*c.p_ci),
         "wilcoxon": _fmt(c.wilcoxon_p, 3),
-        "outcome": {"greater": f"{c.a} better", "less": f"{c.b} better"}.get(
+        "outcome": {"greater": f"{higher} better", "less": f"{lower} better"}.get(
             c.outcome, "not distinguishable"),
     }  # fmt: skip
 
 
-def _render(
-    data: StudyData, frame: pd.DataFrame, findings, comparisons, pictures, protocol: str
-) -> str:
+def _effect_row(effect: FactorEffect, comparisons: list[tuple[str, Comparison]]) -> dict:
+    """One row of "what mattered": the factor's share of variance, its levels' means, and its
+    clearest paired comparison (the one whose P(A > B) is furthest from 0.5)."""
+    own = [c for _, c in comparisons if c.factor == effect.factor and c.pairs]
+    clearest = max(own, key=lambda c: abs(c.p_a_greater - 0.5), default=None)
+    return {
+        "factor": effect.factor, "term": effect.term,
+        "share": "" if math.isnan(effect.share) else f"{100 * effect.share:.0f}%",
+        "p": "< 0.001" if effect.p_value < 0.001 else _fmt(effect.p_value, 3),  # NaN: blank
+        "levels": ", ".join(f"{level} {mean:.2f} ({n})" for level, mean, n in effect.level_means),
+        "best": effect.best_level, "spread": f"{effect.spread:.2f}",
+        "comparison": (f"{clearest.a} − {clearest.b} = {clearest.mean_difference:+.2f} "
+                       f"{_interval(*clearest.difference_ci)}, P({clearest.a} > {clearest.b}) "
+                       f"= {clearest.p_a_greater:.2f} over {clearest.pairs} pairs"
+                       if clearest else "no matched pairs"),
+    }  # fmt: skip
+
+
+def _configurations(finished: pd.DataFrame, metric: str) -> list[dict]:
+    summary = configuration_summary(finished, metric, ["configuration"])
+    if summary.empty:
+        return []
+    higher = metric not in LOWER_IS_BETTER
+    return [
+        {"configuration": row.configuration, "runs": row.runs, "mean": row.mean,
+         "sd": _fmt(row.sd), "ci": _interval(row.ci_low, row.ci_high)}
+        for row in summary.sort_values("mean", ascending=not higher).itertuples()
+    ]  # fmt: skip
+
+
+def _render(data: StudyData, frame: pd.DataFrame, analysis: Analysis, pictures) -> str:
     finished = frame[frame["finished"]]
     total = len(frame)
     counts = frame["state"].value_counts()
     others = ", ".join(f"{counts[s]} {s}" for s in (RunState.RUNNING, RunState.WAITING,
                                                      RunState.FAILED, RunState.DIVERGED)
                        if counts.get(s))  # fmt: skip
-    summary = configuration_summary(finished, "test_accuracy", ["configuration"])
-    best = None
-    if not summary.empty:
-        top = summary.sort_values("mean", ascending=False).iloc[0]
-        best = {"configuration": top["configuration"], "mean": top["mean"], "runs": top["runs"],
-                "ci": _interval(top["ci_low"], top["ci_high"])}  # fmt: skip
-    configurations = (
-        [
-            {
-                "configuration": row.configuration,
-                "runs": row.runs,
-                "mean": row.mean,
-                "ci": _interval(row.ci_low, row.ci_high),
-            }
-            for row in summary.sort_values("mean", ascending=False).itertuples()
-        ]
-        if not summary.empty
-        else []
-    )
-    runs = [_run_row(row) for _, row in frame.sort_values("index").iterrows()]
+    metric = analysis.metric
+    configurations = _configurations(finished, metric)
+    findings = analysis.findings
     verdicts = {v: sum(f.verdict == v for f in findings)
                 for v in ("supported", "contradicted", "inconclusive")}  # fmt: skip
     spec = data.document.get("spec", {})
+    fixed = [f for f in analysis.factors if f not in {e.factor for e in analysis.effects}]
     template = jinja2.Environment(
         loader=jinja2.FunctionLoader(
             lambda name: (resources.files("cnnsweep") / "report" / name).read_text()
@@ -231,7 +291,7 @@ def _render(
     return template.render(
         study=data.name,
         description=spec.get("description", ""),
-        protocol=protocol,
+        protocol=str(frame["config_protocol"].iloc[0]),
         generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         finished=len(finished),
         total=total,
@@ -239,14 +299,33 @@ def _render(
         completeness=(
             f"{round(100 * len(finished) / total)}% complete" + (f"; {others}" if others else "")
         ),
-        best=best,
+        metric=metric,
+        metric_label=label(metric),
+        higher_is_better=metric not in LOWER_IS_BETTER,
+        best=configurations[0] if configurations else None,
+        top=analysis.effects[0] if analysis.effects else None,
+        effects=[_effect_row(e, analysis.comparisons) for e in analysis.effects],
+        ranked_within=any("rank within" in e.term for e in analysis.effects),
+        fixed=fixed,
+        spread=seed_spread(frame, metric),
+        has_claims=bool(findings),
         verdicts=verdicts,
         findings=findings,
-        comparisons=[_comparison_row(context, c) for context, c in comparisons],
+        comparisons=[_comparison_row(context, c) for context, c in analysis.comparisons],
         min_pairs=MIN_PAIRS,
+        overfit_basis=_overfit_basis(finished),
         figures=pictures,
         configurations=configurations,
-        runs=runs,
+        runs=[_run_row(row) for _, row in frame.sort_values("index").iterrows()],
         spec=json.dumps(data.document, indent=2),
         environment=_environment(data.environments, data.document),
     )
+
+
+def _overfit_basis(finished: pd.DataFrame) -> str:
+    legacy = int((finished["overfit_basis"] == "in-training").sum())
+    if not legacy:
+        return ""
+    return (f"{legacy} run{'s' if legacy != 1 else ''} stored before cnnsweep measured the "
+            "eval-mode training accuracy: their overfitting gap uses the in-training accuracy, "
+            "which understates a dropout run's gap.")  # fmt: skip

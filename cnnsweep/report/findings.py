@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cnnsweep.errors import ConfigError, describe_validation_error
 from cnnsweep.report.stats import MIN_PAIRS, Comparison, compare, with_ranks
+from cnnsweep.results import METRICS
+from cnnsweep.spec import BUILTIN_CLAIMS
 
 Scalar = str | int | float | bool
 UNITS = {"test_accuracy": "pts", "overfit_gap": "pts", "best_train_acc": "pts",
@@ -27,14 +29,6 @@ class ClaimTest(BaseModel):
     lesser: Scalar
     within: str | None = None  # repeat the test for each level of this factor
     where: dict[str, Scalar | list[Scalar]] = {}  # keep only these levels
-
-
-# The numeric results a claim may be about (columns of the tidy frame).
-METRICS = (
-    "test_accuracy", "overfit_gap", "best_train_acc", "train_accuracy", "val_accuracy",
-    "test_loss", "val_loss", "train_loss", "train_time", "epochs_trained", "epochs_run",
-    "images_per_second",
-)  # fmt: skip
 
 
 class Claim(BaseModel):
@@ -57,16 +51,32 @@ class ClaimFile(BaseModel):
     claims: list[Claim]
 
 
-def load_claims(path: str | Path | None = None) -> list[Claim]:
-    """The built-in claims of the seed report, or a user's file of the same form."""
-    if path is None:
-        text = (resources.files("cnnsweep") / "report" / "claims.toml").read_text()
-        source = "built-in claims"
+# Studies stored before a spec named its claims: the built-in studies re-tested the report's.
+_LEGACY_CLAIMS = {"seed48": "seed-report", "seed48-holdout": "seed-report"}
+
+
+def claims_of(document: dict) -> str | None:
+    """The claims a stored study names (``claims`` in its spec), or None for none."""
+    spec = document.get("spec", {})
+    if "claims" in spec:
+        return spec["claims"]
+    return _LEGACY_CLAIMS.get(spec.get("name"))
+
+
+def load_claims(source: str | Path | None) -> list[Claim]:
+    """The claims named by ``source``: a built-in set (``"seed-report"``: the seed report's
+    conclusions), a TOML file of the same form, or None (no claims: no findings section)."""
+    if source is None:
+        return []
+    if str(source) in BUILTIN_CLAIMS:
+        text = (resources.files("cnnsweep") / "report" / "claims" / f"{source}.toml").read_text()
+        source = f"built-in claims {str(source)!r}"
     else:
-        if Path(path).exists() and not Path(path).is_file():
+        path = Path(source)
+        if path.exists() and not path.is_file():
             raise ConfigError(f"claims file {path} is not a regular file")
         try:
-            text, source = Path(path).read_bytes().decode("utf-8"), str(path)
+            text, source = path.read_bytes().decode("utf-8"), str(path)
         except OSError as exc:
             raise ConfigError(f"cannot read claims file {path}: {exc.strerror}") from None
         except UnicodeDecodeError:

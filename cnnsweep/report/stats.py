@@ -45,14 +45,17 @@ def probability_of_improvement(differences) -> float:
 
 
 def configuration_summary(frame: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:
-    """Mean of ``metric`` per configuration (over seeds) with a bootstrap 95% interval."""
+    """Mean of ``metric`` per configuration (over seeds) with a bootstrap 95% interval and the
+    seed-to-seed standard deviation."""
     rows = []
     for key, group in frame.dropna(subset=[metric]).groupby(keys, sort=False, dropna=False):
         values = group[metric].to_numpy(float)
         low, high = bootstrap_interval(values)
         key = key if isinstance(key, tuple) else (key,)
+        sd = float(values.std(ddof=1)) if len(values) >= 2 else math.nan  # over seeds
         rows.append({**dict(zip(keys, key, strict=True)), "runs": len(values),
-                     "mean": float(values.mean()), "ci_low": low, "ci_high": high})  # fmt: skip
+                     "mean": float(values.mean()), "sd": sd, "ci_low": low,
+                     "ci_high": high})  # fmt: skip
     return pd.DataFrame(rows)
 
 
