@@ -56,8 +56,8 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
             git_commit=env.get("git_commit"),
             error=record.error if record.state == RunState.FAILED else None,
             traceback=record.traceback if record.state == RunState.FAILED else None,
-            started=_time(record.started),
-            finished=_time(record.finished),
+            started_at=_time(record.started_at),
+            ended_at=_time(record.ended_at),
         )
         rows.append(row)
     frame = pd.DataFrame(rows)

@@ -21,8 +21,8 @@ from cnnsweep.store import STATES, RunRecord
 
 def eta_seconds(records: list[RunRecord], workers: int) -> float | None:
     """Remaining runs x mean duration of finished runs / workers busy (None before any ends)."""
-    durations = [r.finished - r.started for r in records if r.state.finished
-                 and r.finished is not None and r.started is not None]  # fmt: skip
+    durations = [r.ended_at - r.started_at for r in records if r.state.finished
+                 and r.ended_at is not None and r.started_at is not None]  # fmt: skip
     remaining = sum(r.state.pending for r in records)
     if not durations:
         return None

@@ -204,8 +204,8 @@ class RunRecord:
     worker: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
     heartbeat: float | None = None
-    started: float | None = None
-    finished: float | None = None
+    started_at: float | None = None  # seconds since the epoch
+    ended_at: float | None = None
     lost: bool = False  # running, but its worker's process on this machine is gone
 
     def __post_init__(self) -> None:
@@ -538,8 +538,8 @@ class Store:
                     worker=attrs.get(Attr.WORKER),
                     environment=attrs.get(Attr.ENVIRONMENT),
                     heartbeat=attrs.get(Attr.HEARTBEAT),
-                    started=_timestamp(deciding.datetime_start),
-                    finished=_timestamp(deciding.datetime_complete),
+                    started_at=_timestamp(deciding.datetime_start),
+                    ended_at=_timestamp(deciding.datetime_complete),
                     lost=deciding.state == TrialState.RUNNING
                     and _worker_gone(attrs.get(Attr.WORKER) or {}, me),
                 )

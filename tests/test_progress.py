@@ -4,11 +4,13 @@ from cnnsweep.progress import StudyProgress, eta_seconds, status_text
 from cnnsweep.store import RunRecord
 
 
-def record(i: int, state: str, history=(), started=None, finished=None, result=None) -> RunRecord:
+def record(
+    i: int, state: str, history=(), started_at=None, ended_at=None, result=None
+) -> RunRecord:
     return RunRecord(
         run_id=f"r{i}", index=i, label=f"run{i}", config={"max_epochs": 3}, factors={},
         state=state, attempts=1, trial_number=i, result=result, history=list(history),
-        worker={"host": "h", "pid": 7}, heartbeat=None, started=started, finished=finished,
+        worker={"host": "h", "pid": 7}, heartbeat=None, started_at=started_at, ended_at=ended_at,
     )  # fmt: skip
 
 
@@ -17,8 +19,8 @@ EPOCH = {"epoch": 1, "train_loss": 1.5, "train_accuracy": 40.0, "val_accuracy": 
 
 def test_eta_is_remaining_runs_times_mean_duration_over_workers():
     records = [
-        record(0, "complete", started=1, finished=11),
-        record(1, "complete", started=1, finished=31),
+        record(0, "complete", started_at=1, ended_at=11),
+        record(1, "complete", started_at=1, ended_at=31),
         record(2, "waiting"), record(3, "running"), record(4, "waiting"),
     ]  # fmt: skip
     assert eta_seconds(records, workers=2) == 3 * 20 / 2
@@ -29,9 +31,10 @@ def test_plain_progress_prints_starts_epochs_and_ends():
     stream = io.StringIO()
     progress = StudyProgress(total=2, workers=1, stream=stream, live=False)
     progress.update([record(0, "complete", result={"test_accuracy": 50.0, "epochs_trained": 3},
-                            started=0, finished=5), record(1, "waiting")])  # fmt: skip
-    progress.update([record(0, "complete", started=0, finished=5), record(1, "running", [EPOCH])])
-    progress.update([record(0, "complete", started=0, finished=5),
+                            started_at=0, ended_at=5), record(1, "waiting")])  # fmt: skip
+    progress.update([record(0, "complete", started_at=0, ended_at=5),
+                     record(1, "running", [EPOCH])])  # fmt: skip
+    progress.update([record(0, "complete", started_at=0, ended_at=5),
                      record(1, "complete", [EPOCH], 0, 6,
                             {"test_accuracy": 51.0, "epochs_trained": 1})])  # fmt: skip
     lines = stream.getvalue().splitlines()
@@ -52,7 +55,7 @@ def test_live_progress_renders_on_a_terminal():
 def test_status_text_lists_runs_in_flight_and_failures():
     failed = record(2, "failed")
     failed.error = "RuntimeError: boom"
-    text = status_text([record(0, "complete", started=0, finished=4), record(1, "running",
+    text = status_text([record(0, "complete", started_at=0, ended_at=4), record(1, "running",
                         [EPOCH]), failed])  # fmt: skip
     assert "runs: 3  waiting: 0  running: 1  complete: 1  diverged: 0  failed: 1" in text
     assert "running  run1: epoch 1/3 loss=1.500" in text

@@ -170,7 +170,7 @@ def test_sigkill_and_a_torn_journal_then_the_same_command_finishes_only_what_is_
 
     journal = kill_session_when(spec, tmp_path, "resume", two_done_one_running)
     cut_last_line(journal)
-    before = {r.run_id: r.finished for r in Store.open(str(journal), "resume").records()
+    before = {r.run_id: r.ended_at for r in Store.open(str(journal), "resume").records()
               if r.state == "complete"}  # fmt: skip
     again = run_again(spec, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -178,7 +178,7 @@ def test_sigkill_and_a_torn_journal_then_the_same_command_finishes_only_what_is_
     assert len(torn_files(journal)) == 1  # the torn line, kept aside
     store = Store.open(str(journal), "resume")
     assert_each_run_completed_once_or_retried(store)
-    after = {r.run_id: r.finished for r in store.records()}
+    after = {r.run_id: r.ended_at for r in store.records()}
     assert all(after[run_id] == finished for run_id, finished in before.items())  # not rerun
     killed = [r for r in store.records() if r.attempts > 1]
     # The run in flight at the kill: one failed attempt, then complete (two, in the rare case

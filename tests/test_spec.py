@@ -98,3 +98,48 @@ def test_unknown_builtin_lists_them_and_unknown_preset(capsys):
 def test_unreadable_spec_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read study spec"):
         load_study(str(tmp_path / "missing.toml"))
+
+
+SMALL = """
+name = "small"
+description = "{description}"
+{claims}
+[fixed]
+width = 0.25
+{fixed}
+[grid]
+optimizer = ["adam", "sgd"]
+"""
+
+
+def test_a_change_that_alters_no_run_updates_the_stored_spec_silently(tmp_path):
+    """Description, the report's metric and claims, speed switches and measurement settings
+    change no run: no --allow-spec-change needed, and the stored spec follows. A change to a
+    computing setting is still refused."""
+    from cnnsweep.runner import open_study_store
+    from cnnsweep.spec import Study
+
+    journal = str(tmp_path / "journal.log")
+
+    def study(description="one", claims="", fixed=""):
+        text = SMALL.format(description=description, claims=claims, fixed=fixed)
+        return Study(parse_spec(text, "small"), None)
+
+    open_study_store(study(), journal, False)
+    changed = study("two", 'claims = "seed-report"\nmetric = "train_time"',
+                    "train_eval_images = 100\neval_batch_size = 64\ncompile = true")  # fmt: skip
+    store = open_study_store(changed, journal, False)
+    assert store.document()["spec"]["claims"] == "seed-report"
+    assert store.document()["spec"]["fixed"]["train_eval_images"] == 100
+    with pytest.raises(ConfigError, match=r"spec.fixed.max_epochs: \"\(absent\)\" -> 3"):
+        open_study_store(study(fixed="max_epochs = 3"), journal, False)
+
+
+def test_a_user_spec_names_its_claims_file_beside_it(tmp_path):
+    from cnnsweep.spec import load_spec
+
+    spec = write_spec(tmp_path / "mine.toml", SMALL.format(
+        description="d", claims='claims = "my-claims.toml"', fixed=""))  # fmt: skip
+    assert load_spec(str(spec)).claims == str(tmp_path / "my-claims.toml")
+    with pytest.raises(ConfigError, match="unknown metric 'accuracy'"):
+        parse_spec(SMALL.format(description="d", claims='metric = "accuracy"', fixed=""), "x")

@@ -60,6 +60,27 @@ def test_every_epoch_is_reported_and_the_result_is_complete(patterns):
     assert result.best_epoch == seen.index(best) + 1
 
 
+def test_eval_mode_training_accuracy_is_measured_without_touching_training(patterns):
+    """The probe (a fixed training subset scored in eval mode, dropout off) changes no training
+    metric, scores the weights that are tested, and scores exactly the images asked for."""
+    config = make_config(dropout=True, split=0.8, **TINY)
+    probed = train(config, patterns)
+    unprobed = train(config.model_copy(update={"train_eval_images": 0}), patterns)
+
+    def training(result):
+        return [(m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy)
+                for m in result.history]  # fmt: skip
+
+    assert training(probed) == training(unprobed)
+    assert probed.test_accuracy == unprobed.test_accuracy
+    assert all(0 <= m.train_eval_accuracy <= 100 for m in probed.history)
+    assert unprobed.train_eval_accuracy is None
+    # holdout restores the best epoch's weights: the gap is measured on those
+    assert probed.train_eval_accuracy == probed.history[probed.best_epoch - 1].train_eval_accuracy
+    small = train(config.model_copy(update={"train_eval_images": 7}), patterns)
+    assert all(round(m.train_eval_accuracy * 7 / 100, 6).is_integer() for m in small.history)
+
+
 def test_seed_protocol_stops_on_training_accuracy_like_the_report(patterns):
     # A learning rate this small makes training accuracy stall, so patience 2 ends the run.
     config = make_config(protocol="seed", optimizer="sgd", lr=1e-7, split=0.7, width=0.0625,
