@@ -27,12 +27,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _option_type(annotation) -> tuple[type, list | None]:
-    """(argparse type, choices) of a TrainConfig field's annotation; ``X | None`` reads as X."""
-    options = [a for a in typing.get_args(annotation) if a is not type(None)]
+    """(argparse type, choices) of a TrainConfig field's annotation; ``X | None`` reads as X,
+    and ``bool | Literal[...]`` as a flag that may also take one of the literal's values."""
     if typing.get_origin(annotation) is typing.Literal:
         return str, list(typing.get_args(annotation))
-    if options and typing.get_origin(annotation) in (types.UnionType, typing.Union):
-        return _option_type(options[0])
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        options = [_option_type(a) for a in typing.get_args(annotation) if a is not type(None)]
+        choices = [c for _, cs in options for c in cs or ()]
+        return options[0][0], choices or None
     return annotation, None
 
 
@@ -50,7 +52,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             default = ", ".join(f"{p}: {d[name]}" for p, d in PROTOCOL_DEFAULTS.items())
         help_text = f"{field.description} (default: {default})"
         kind, choices = _option_type(field.annotation)
-        if kind is bool:
+        if kind is bool and choices:  # --augment (its last, fullest choice), or --augment flip
+            group.add_argument(flag, nargs="?", const=choices[-1], choices=choices,
+                               default=None, metavar="|".join(choices),
+                               help=help_text)  # fmt: skip
+        elif kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)  # fmt: skip
         else:

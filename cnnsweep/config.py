@@ -6,17 +6,18 @@ exactly how it was produced.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnsweep.errors import ConfigError, describe_validation_error
 
 Optimizer = Literal["sgd", "rmsprop", "adam"]
-Protocol = Literal["holdout", "seed"]
+Protocol = Literal["holdout", "seed", "kfold"]
 Monitor = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
 Normalization = Literal["auto", "train", "report"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+Augmentation = Literal["none", "flip", "crop+flip"]
 
 # Seeds are bounded so that every consumer (torch, numpy, JSON stores) takes them as they are.
 MAX_SEED = 2**32 - 1
@@ -27,6 +28,9 @@ PROTOCOL_DEFAULTS: dict[str, dict] = {
     "seed": {"monitor": "train_accuracy", "patience": 2, "restore_best": False},
     # Validation-based early stopping with the best weights restored before the test.
     "holdout": {"monitor": "val_accuracy", "patience": 5, "restore_best": True},
+    # k-fold cross-validation: one fold validates (early stopping, best weights restored), the
+    # others train; the official test set is scored once per fold.
+    "kfold": {"monitor": "val_accuracy", "patience": 5, "restore_best": True},
 }
 
 
@@ -49,10 +53,16 @@ class TrainConfig(BaseModel):
 
     # Data and protocol.
     protocol: Protocol = Field(
-        "holdout", description="holdout: validation split, official test set; seed: the report's"
+        "holdout",
+        description="holdout: validation split, official test set; seed: the report's; "
+        "kfold: each fold validates once",
     )
     split: float = Field(0.9, gt=0, lt=1, description="training fraction of the training images")
-    augment: bool = Field(False, description="random crop (4 px padding) + flip, on the device")
+    folds: int = Field(5, ge=2, description="kfold: number of folds of the training images")
+    fold: int = Field(0, ge=0, description="kfold: the fold that validates (a study runs each)")
+    augment: bool | Augmentation = Field(
+        False, description="on the device: none, flip, or crop+flip (4 px padding); true: crop+flip"
+    )
     normalization: Normalization = Field(
         "auto", description="auto: the report's constants for seed on RGB data, else train"
     )
@@ -89,17 +99,38 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
         return name
 
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_as_stored(cls, augment):
+        """ "none" and "crop+flip" are stored as false and true, the booleans they extend: a run
+        that says augment = true (as cnnsweep 0.2 runs did) is the same run as "crop+flip"."""
+        if isinstance(augment, str):
+            if augment not in get_args(Augmentation):
+                raise ValueError(
+                    f"unknown augmentation {augment!r}; valid: {', '.join(get_args(Augmentation))}"
+                    " (or true, false)"
+                )
+            return {"none": False, "crop+flip": True}.get(augment, augment)
+        return augment
+
     @model_validator(mode="after")
     def _resolve_protocol_defaults(self) -> TrainConfig:
         defaults = PROTOCOL_DEFAULTS[self.protocol]
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} does not exist: folds are 0 to {self.folds - 1}")
         if self.protocol == "seed" and self.monitor.startswith("val_"):
             raise ValueError(
                 f"monitor {self.monitor!r} needs a validation set; protocol 'seed' has none"
             )
         return self
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """What is done to each training image: "none", "flip" or "crop+flip"."""
+        return {False: "none", True: "crop+flip"}.get(self.augment, self.augment)
 
     @property
     def mode(self) -> Literal["max", "min"]:

@@ -43,6 +43,7 @@ def results_frame(records: list[RunRecord]) -> pd.DataFrame:
             index=record.index,
             label=record.label,
             seed=config["seed"],
+            fold=config.get("fold") if config.get("protocol") == "kfold" else None,
             state=record.state,
             attempts=record.attempts,
         )

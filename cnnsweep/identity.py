@@ -60,13 +60,23 @@ NEUTRAL: dict[str, Any] = {
     "min_delta": 0.0,
     "restore_best": None,
     "amp": True,
+    # Added in 0.3.0 (k-fold): meaningless for other protocols, so any value computes the same.
+    "folds": 5,
+    "fold": 0,
 }
 # Settings whose unstated value is resolved from the protocol (cnnsweep 0.1.0's table, frozen).
 PROTOCOL_NEUTRAL: dict[str, dict[str, Any]] = {
     "seed": {"monitor": "train_accuracy", "patience": 2, "restore_best": False},
     "holdout": {"monitor": "val_accuracy", "patience": 5, "restore_best": True},
+    "kfold": {"monitor": "val_accuracy", "patience": 5, "restore_best": True},  # added in 0.3.0
 }
-# cnnsweep 0.1.0's resolved config, field by field, for version 0 ids.
+# cnnsweep 0.1.0's resolved config, field by field, for version 0 ids: its computing settings
+# (frozen: a setting added to NEUTRAL later must not enter 0.1.0's config) and speed switches.
+_V0_FIELDS = (
+    "model", "batch_norm", "dropout", "width", "optimizer", "lr", "batch_size", "max_epochs",
+    "protocol", "split", "augment", "normalization", "max_train_images", "max_test_images",
+    "monitor", "patience", "min_delta", "restore_best", "amp",
+)  # fmt: skip
 _V0_SPEED_DEFAULTS = {"compile": False, "eval_batch_size": 1024}
 
 
@@ -94,7 +104,7 @@ def identity(stated: Mapping[str, Any], resolved: Mapping[str, Any]) -> dict[str
 def _v0_config(stated: Mapping[str, Any], resolved: Mapping[str, Any]) -> dict[str, Any]:
     """The config cnnsweep 0.1.0 would have resolved and stored from the same stated settings."""
     protocol = resolved["protocol"]
-    config = {key: _neutral(key, protocol) for key in NEUTRAL} | _V0_SPEED_DEFAULTS
+    config = {key: _neutral(key, protocol) for key in _V0_FIELDS} | _V0_SPEED_DEFAULTS
     for key in stated:
         if key in config:
             config[key] = resolved[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,6 +39,9 @@ def split_counts(config: TrainConfig, data: ImageDataset) -> tuple[int, int, int
     test = len(data.test_labels)
     if config.max_test_images is not None:
         test = min(test, config.max_test_images)
+    if config.protocol == "kfold":
+        rest = len(np.array_split(np.arange(count), config.folds)[config.fold])
+        return count - rest, rest, test
     train, rest = split_sizes(count, config.split)
     return (train, 0, rest) if config.protocol == "seed" else (train, rest, test)
 

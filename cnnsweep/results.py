@@ -89,12 +89,15 @@ def report_row(config: dict, result: dict | None) -> dict:
     """
     result = result or {}
     train_time = result.get("train_time")
+    split = config["split"]
+    if config.get("protocol") == "kfold":  # the folds that train, of all folds
+        split = round((config["folds"] - 1) / config["folds"], 10)
     return {
         "lr": config["lr"],
         "batch_size": config["batch_size"],
         "optimizer": config["optimizer"],
-        "train_pct": config["split"],
-        "test_pct": round(1 - config["split"], 10),
+        "train_pct": split,
+        "test_pct": round(1 - split, 10),
         "batch_norm": config["batch_norm"],
         "dropout": config["dropout"],
         "best_train_acc": result.get("best_train_accuracy"),

@@ -203,6 +203,8 @@ def _check_settings(settings: dict[str, Any], where: str) -> None:
         raise ValueError(f"unknown setting {unknown[0]!r} in {where}")
     if "seed" in settings:
         raise ValueError(f"'seed' in {where}: list seeds in the top-level 'seeds' instead")
+    if "fold" in settings:
+        raise ValueError(f"'fold' in {where}: a kfold study runs every fold; set 'folds'")
 
 
 def _check_distinct_levels(name: str, values: list[AxisValue]) -> None:
@@ -239,7 +241,8 @@ class Run:
     @property
     def label(self) -> str:
         parts = [f"{k}={format_value(v)}" for k, v in self.factors.items()]
-        return " ".join([*parts, f"seed={self.config.seed}"])
+        fold = [f"fold={self.config.fold}"] if self.config.protocol == "kfold" else []
+        return " ".join([*parts, f"seed={self.config.seed}", *fold])
 
 
 def format_value(value: Any) -> str:
@@ -288,9 +291,11 @@ class Study:
 
     def count_runs(self, limit: int) -> int:
         """How many runs the study has, counting no further than ``limit + 1`` (cheap)."""
-        seeds = len(self.spec.seeds)
+        settings = self.settings
+        folds = settings.get("folds", 5) if settings.get("protocol") == "kfold" else 1
+        replicas = len(self.spec.seeds) * (folds if isinstance(folds, int) and folds > 0 else 1)
         combos = _expand(list(self.spec.grid.items()), {}, {})
-        return seeds * sum(1 for _ in itertools.islice(combos, limit // seeds + 1))
+        return replicas * sum(1 for _ in itertools.islice(combos, limit // replicas + 1))
 
     def runs(self, identity_version: int = identity.IDENTITY_VERSION) -> list[Run]:
         """Every run in the report's loop order, with ids under ``identity_version`` (a stored
@@ -299,15 +304,16 @@ class Study:
         for factors, assignment in _expand(list(self.spec.grid.items()), {}, {}):
             for seed in self.spec.seeds:
                 settings = {**self.settings, **assignment, "seed": seed}
-                try:
-                    config = make_config(**settings)
-                except ConfigError as exc:
-                    raise ConfigError(
-                        f"run {len(runs) + 1} ({_describe(factors)}): {exc}"
-                    ) from None
-                resolved = config.model_dump(mode="json")
-                run_id = identity.run_id(settings, resolved, identity_version)
-                runs.append(Run(len(runs), run_id, config, dict(factors)))
+                config = _config(settings, len(runs), factors)
+                if config.protocol != "kfold":
+                    replicas = [(settings, config)]
+                else:  # one run per fold, each fold validating once
+                    replicas = [({**settings, "fold": fold}, None) for fold in range(config.folds)]
+                for stated, made in replicas:
+                    made = made or _config(stated, len(runs), factors)
+                    resolved = made.model_dump(mode="json")
+                    run_id = identity.run_id(stated, resolved, identity_version)
+                    runs.append(Run(len(runs), run_id, made, dict(factors)))
         first_index: dict[str, int] = {}
         for run in runs:
             if (earlier := first_index.setdefault(run.run_id, run.index)) != run.index:
@@ -316,6 +322,13 @@ class Study:
                     f"configuration ({run.label})"
                 )
         return runs
+
+
+def _config(settings: dict[str, Any], index: int, factors: dict[str, Any]) -> TrainConfig:
+    try:
+        return make_config(**settings)
+    except ConfigError as exc:
+        raise ConfigError(f"run {index + 1} ({_describe(factors)}): {exc}") from None
 
 
 def _describe(factors: dict[str, Any]) -> str:
@@ -337,7 +350,7 @@ def _expand(axes, factors: dict[str, Any], assignment: dict[str, Any]):
 # --- loading -------------------------------------------------------------------------------
 
 
-BUILTIN_CLAIMS = ("seed-report",)  # cnnsweep/report/claims/<name>.toml
+BUILTIN_CLAIMS = ("seed-report", "future")  # cnnsweep/report/claims/<name>.toml
 
 
 def builtin_specs() -> dict[str, str]:

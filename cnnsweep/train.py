@@ -21,7 +21,7 @@ from torch import nn
 from cnnsweep.config import TrainConfig
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.data.device import REPORT_MEAN, REPORT_STD, DeviceImages, channel_stats
-from cnnsweep.data.splits import split_indices
+from cnnsweep.data.splits import fold_indices, split_indices
 from cnnsweep.devices import bf16_supported, synchronize
 from cnnsweep.errors import ConfigError
 from cnnsweep.models import build_model
@@ -142,10 +142,15 @@ def train(
 
 
 def _prepare_splits(config: TrainConfig, data: ImageDataset, device: torch.device) -> _Splits:
-    """seed: training images -> train/"test"; holdout: -> train/val, plus the official test."""
+    """seed: training images -> train/"test"; holdout: -> train/val, plus the official test;
+    kfold: -> the other folds/this fold, plus the official test."""
     if config.max_train_images or config.max_test_images:
         data = data.subset(config.max_train_images, config.max_test_images, seed=0)
-    train_idx, rest_idx = split_indices(len(data.train_labels), config.split, config.seed)
+    count = len(data.train_labels)
+    if config.protocol == "kfold":
+        train_idx, rest_idx = fold_indices(count, config.folds, config.fold, config.seed)
+    else:
+        train_idx, rest_idx = split_indices(count, config.split, config.seed)
     train_images = data.train_images[train_idx]
     normalization = config.normalization
     if normalization == "auto":
@@ -226,7 +231,8 @@ def _train_epoch(
     batches = (len(data) // config.batch_size if config.compile
                else math.ceil(len(data) / config.batch_size))  # fmt: skip
     for step, (images, labels) in enumerate(
-        data.epoch_batches(config.batch_size, generator, config.augment, config.compile), start=1
+        data.epoch_batches(config.batch_size, generator, config.augmentation, config.compile),
+        start=1,
     ):
         with _autocast(images, use_bf16):
             logits = model(images)

@@ -265,7 +265,7 @@ def test_epoch_batches_visit_every_image_once_in_a_seeded_order():
 
     def order(seed):
         gen = torch.Generator().manual_seed(seed)
-        batches = list(data.epoch_batches(4, gen, augment=False))
+        batches = list(data.epoch_batches(4, gen, augment="none"))
         assert [len(y) for _, y in batches] == [4, 4, 2]
         assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in batches)
         return torch.cat([y for _, y in batches]).tolist()
@@ -297,3 +297,41 @@ def test_random_crop_flip_is_a_shift_of_the_padded_image():
         flipped += all(k[2] for k in matches)
     assert 10 < flipped < 54  # about half flipped
     assert not torch.equal(out, images)
+
+
+@pytest.mark.parametrize(("count", "folds"), [(100, 5), (103, 4), (10, 10)])
+def test_kfold_validation_parts_are_disjoint_and_cover_the_training_images(count, folds):
+    from cnnsweep.data.splits import fold_indices
+
+    seen = []
+    for fold in range(folds):
+        train, val = fold_indices(count, folds, fold, seed=3)
+        assert not set(train) & set(val) and len(train) + len(val) == count
+        assert abs(len(val) - count / folds) < 1
+        seen.extend(val)
+    assert sorted(seen) == list(range(count))  # every image validates exactly once
+    assert not np.array_equal(
+        fold_indices(count, folds, 0, 3)[1], fold_indices(count, folds, 0, 4)[1]
+    )
+
+
+def test_flip_only_augmentation_flips_about_half_and_never_shifts():
+    from cnnsweep.data.device import random_flip
+
+    images = torch.randint(1, 255, (64, 3, 8, 8), dtype=torch.uint8)
+    out = random_flip(images.clone(), torch.Generator().manual_seed(1))
+    pairs = list(zip(out, images, strict=True))
+    flipped = [torch.equal(o, i.flip(-1)) and not torch.equal(o, i) for o, i in pairs]
+    kept = [torch.equal(o, i) for o, i in pairs]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 10 < sum(flipped) < 54
+
+
+def test_unknown_augmentation_is_named():
+    from cnnsweep.config import make_config
+
+    with pytest.raises(ConfigError, match="unknown augmentation 'rotate'; valid: none, flip"):
+        make_config(augment="rotate")
+    assert make_config(augment="crop+flip").augment is True  # the same run as augment = true
+    assert make_config(augment="none").augment is False
+    assert make_config(augment="flip").augmentation == "flip"

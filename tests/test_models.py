@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -46,7 +48,7 @@ def test_too_small_images_are_refused():
 
 
 def test_unknown_model_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown model 'vgg'.*alexnet"):
+    with pytest.raises(ConfigError, match=r"unknown model 'vgg'.*alexnet, mobilenetv2, resnet18"):
         create_model("vgg")
     assert "alexnet" in list_models()
 
@@ -61,3 +63,40 @@ def test_every_built_in_family_registers_under_its_known_name():
     for name, module in FAMILIES.items():
         importlib.import_module(module)
         assert name in _REGISTRY, f"{module} does not register {name!r}"
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters"), [("resnet18", 11_173_962), ("mobilenetv2", 2_296_922)]
+)
+def test_cifar_variants_have_their_published_parameter_counts(name, parameters):
+    """The common CIFAR variants (3x3 stem, no early downsampling), with batch norm."""
+    model = create_model(name, batch_norm=True)
+    assert count(model) == parameters
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # dropout adds no parameters; width scales them; grayscale 28x28 and other class counts fit
+    assert count(create_model(name, batch_norm=True, dropout=True)) == parameters
+    small = create_model(name, batch_norm=True, width=0.25, in_channels=1, image_size=(28, 28),
+                         num_classes=7)  # fmt: skip
+    assert count(small) < parameters / 8
+    assert small(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+    without = create_model(name, batch_norm=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in without.modules())
+
+
+@pytest.mark.parametrize("name", ["alexnet", "resnet18", "mobilenetv2"])
+def test_each_model_learns_a_batch_in_a_few_steps_channels_last_and_bf16(name):
+    """Channels-last inputs and bf16 autocast, as train.py uses them; the loss falls."""
+    torch.manual_seed(0)
+    model = create_model(name, batch_norm=True, width=0.25).to(memory_format=torch.channels_last)
+    images = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    labels = torch.arange(16) % 10
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0] * 0.8, losses

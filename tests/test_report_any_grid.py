@@ -73,3 +73,35 @@ def test_the_overfitting_gap_uses_eval_mode_training_accuracy(any_grid_report):
     assert results["train_eval_accuracy"].notna().all()
     assert results["train_eval_accuracy"].between(0, 100).all()
     assert "stored before cnnsweep measured" not in html
+
+
+KFOLD = """
+name = "cv"
+protocol = "kfold"
+seeds = [0]
+data = "{data}"
+
+[fixed]
+folds = 3
+width = 0.0625
+max_epochs = 2
+eval_batch_size = 256
+train_eval_images = 50
+
+[grid]
+optimizer = ["adam", "sgd"]
+"""
+
+
+def test_a_kfold_study_is_reported_over_its_folds(tmp_path, bars_folder, monkeypatch):
+    """Each configuration runs once per fold; the report aggregates over folds as over seeds."""
+    spec = write_spec(tmp_path / "cv.toml", KFOLD.format(data=bars_folder))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(spec), "--workers", "2", "--devices", "cpu"]) == 0
+    results = pd.read_csv(tmp_path / "runs" / "cv" / "results.csv")
+    assert sorted(results["fold"]) == [0, 0, 1, 1, 2, 2]
+    assert (results["val_size"] == 400 // 3 + (results["fold"] < 400 % 3)).all()
+    html = (tmp_path / "runs" / "cv" / "report" / "report.html").read_text()
+    configurations = html.split('id="configurations"')[1].split("</table>")[0]
+    assert configurations.count("<tr><td>optimizer=") == 2  # folds folded into configurations
+    assert "one per\nseed and fold" in html

@@ -2,7 +2,7 @@ import pytest
 
 from cnnsweep.cli import main
 from cnnsweep.errors import ConfigError
-from cnnsweep.spec import builtin_specs, load_study, parse_spec
+from cnnsweep.spec import Study, builtin_specs, load_study, parse_spec
 from tests.conftest import write_spec
 
 
@@ -87,7 +87,9 @@ def test_bad_specs_are_one_line_errors(tmp_path, toml, message):
 
 
 def test_unknown_builtin_lists_them_and_unknown_preset(capsys):
-    with pytest.raises(ConfigError, match=r"unknown study 'seed49'.*built-in studies: seed48"):
+    with pytest.raises(
+        ConfigError, match=r"unknown study .seed49.*built-in studies: future, seed48"
+    ):
         load_study("seed49")
     with pytest.raises(ConfigError, match="has no preset 'tiny'; presets: full, quick"):
         load_study("seed48", "tiny")
@@ -143,3 +145,25 @@ def test_a_user_spec_names_its_claims_file_beside_it(tmp_path):
     assert load_spec(str(spec)).claims == str(tmp_path / "my-claims.toml")
     with pytest.raises(ConfigError, match="unknown metric 'accuracy'"):
         parse_spec(SMALL.format(description="d", claims='metric = "accuracy"', fixed=""), "x")
+
+
+def test_a_kfold_study_runs_every_configuration_once_per_fold(tmp_path):
+    text = """
+name = "cv"
+protocol = "kfold"
+seeds = [0, 1]
+[fixed]
+folds = 3
+[grid]
+optimizer = ["adam", "sgd"]
+"""
+    study = Study(parse_spec(text, "cv"), None)
+    runs = study.runs()
+    assert len(runs) == 2 * 2 * 3 == study.count_runs(1000)
+    assert [r.config.fold for r in runs[:6]] == [0, 1, 2, 0, 1, 2]
+    assert runs[1].label == "optimizer=adam seed=0 fold=1"
+    assert len({r.run_id for r in runs}) == 12
+    with pytest.raises(ConfigError, match="'fold' in \\[fixed\\]: a kfold study runs every fold"):
+        parse_spec(text.replace("folds = 3", "fold = 1"), "cv")
+    with pytest.raises(ConfigError, match="folds"):
+        Study(parse_spec(text.replace("folds = 3", "folds = 1"), "cv"), None).runs()

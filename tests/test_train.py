@@ -133,8 +133,11 @@ def test_batch_size_larger_than_the_training_split(patterns):
         ({"split": 1.0}, "invalid split=1.0: must be less than 1"),
         ({"split": 0}, "invalid split=0: must be greater than 0"),
         ({"optimizer": "lbfgs"}, "invalid optimizer='lbfgs': must be 'sgd', 'rmsprop' or 'adam'"),
-        ({"protocol": "kfold"}, "invalid protocol='kfold': must be 'holdout' or 'seed'"),
-        ({"model": "vgg"}, "unknown model 'vgg'; valid models: alexnet"),
+        ({"protocol": "cv"}, "invalid protocol='cv': must be 'holdout', 'seed' or 'kfold'"),
+        ({"model": "vgg"}, "unknown model 'vgg'; valid models: alexnet, mobilenetv2, resnet18"),
+        ({"folds": 1}, "invalid folds=1: must be greater than or equal to 2"),
+        ({"folds": 3, "fold": 3}, "fold 3 does not exist: folds are 0 to 2"),
+        ({"augment": "rotate"}, "unknown augmentation 'rotate'"),
         ({"batch_size": 0}, "invalid batch_size=0"),
         ({"colour": "red"}, "unknown setting 'colour'"),
         ({"protocol": "seed", "monitor": "val_accuracy"}, "needs a validation set"),
@@ -207,7 +210,32 @@ def test_a_compiled_step_sees_only_full_batches():
         (0.2,),
     )
     generator = torch.Generator().manual_seed(0)
-    sizes = [len(y) for _, y in images.epoch_batches(32, generator, False)]
+    sizes = [len(y) for _, y in images.epoch_batches(32, generator, "none")]
     assert sizes == [32, 32, 6]
-    sizes = [len(y) for _, y in images.epoch_batches(32, generator, False, drop_last=True)]
+    sizes = [len(y) for _, y in images.epoch_batches(32, generator, "none", drop_last=True)]
     assert sizes == [32, 32]
+
+
+def test_a_kfold_run_validates_on_its_fold_and_tests_on_the_official_set(patterns):
+    config = make_config(protocol="kfold", folds=3, fold=1, batch_norm=True, **TINY)
+    result = train(config, patterns)
+    assert (result.train_size, result.val_size, result.test_size) == (400, 200, 200)
+    assert result.config.monitor == "val_accuracy" and result.config.restore_best is True
+    assert result.report_row()["train_pct"] == round(2 / 3, 10)
+    other = train(config.model_copy(update={"fold": 2}), patterns)
+    assert other.history[0].val_accuracy != result.history[0].val_accuracy  # another fold
+
+
+def test_the_future_study_is_the_reports_future_work():
+    """Three models x three optimizers at the report's best rates x augmentation, 3 seeds."""
+    from cnnsweep.spec import load_study
+
+    study = load_study("future", "quick")
+    runs = study.runs()
+    assert len(runs) == 54
+    assert {r.config.model for r in runs} == {"alexnet", "resnet18", "mobilenetv2"}
+    assert {r.config.augmentation for r in runs} == {"none", "crop+flip"}
+    assert all(r.config.batch_norm for r in runs)
+    assert {(r.config.optimizer, r.config.lr) for r in runs} == {
+        ("adam", 1e-3), ("sgd", 1e-2), ("rmsprop", 1e-3)}  # fmt: skip
+    assert study.spec.claims == "future"

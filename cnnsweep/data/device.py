@@ -68,7 +68,11 @@ class DeviceImages:
             )
 
     def epoch_batches(
-        self, batch_size: int, generator: torch.Generator, augment: bool, drop_last: bool = False
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        augment: str = "none",
+        drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One shuffled (and optionally augmented) epoch, prepared whole, served as views.
 
@@ -78,8 +82,12 @@ class DeviceImages:
         """
         order = torch.randperm(len(self), device=self.device, generator=generator)
         images, labels = self.images[order], self.labels[order]
-        if augment:
+        if augment == "crop+flip":
             images = random_crop_flip(images, generator)
+        elif augment == "flip":
+            images = random_flip(images, generator)
+        elif augment != "none":
+            raise ValueError(f"unknown augmentation {augment!r}")
         images = self.normalize(images)
         for start in range(0, len(self), batch_size):
             left = len(self) - start
@@ -108,6 +116,11 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
     for dx in range(2 * pad + 1):
         chosen = shift_x == dx
         out[chosen] = rows[chosen, :, :, dx : dx + width]
-    flip = torch.rand(count, device=device, generator=generator) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    return random_flip(out, generator)
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image flipped horizontally with probability 1/2 (in place; returns ``images``)."""
+    flip = torch.rand(len(images), device=images.device, generator=generator) < 0.5
+    images[flip] = images[flip].flip(-1)
+    return images

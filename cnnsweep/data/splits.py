@@ -1,4 +1,5 @@
-"""Seeded splits of the training images by fraction (the report's 70/30 and 90/10)."""
+"""Seeded splits of the training images: by fraction (the report's 70/30 and 90/10), or into
+k folds for cross-validation."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def split_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray, n
     first, _ = split_sizes(count, fraction)
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[:first]), np.sort(order[first:])
+
+
+def fold_indices(count: int, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) indices for ``fold`` of ``folds``: ``range(count)`` shuffled with
+    ``seed`` and cut into ``folds`` near-equal parts; part ``fold`` validates, the rest train.
+    Over the folds, the validation parts are disjoint and cover every image once."""
+    if not 2 <= folds <= count:
+        raise ConfigError(f"{folds} folds of {count} images: need 2 to {count} folds")
+    parts = np.array_split(np.random.default_rng(seed).permutation(count), folds)
+    train = np.concatenate([p for i, p in enumerate(parts) if i != fold])
+    return np.sort(train), np.sort(parts[fold])

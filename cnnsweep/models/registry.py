@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     ModelFactory = Callable[..., nn.Module]
 
 # Built-in family name -> the module that registers it.
-FAMILIES: dict[str, str] = {"alexnet": "cnnsweep.models.alexnet"}
+FAMILIES: dict[str, str] = {
+    "alexnet": "cnnsweep.models.alexnet",
+    "resnet18": "cnnsweep.models.resnet",
+    "mobilenetv2": "cnnsweep.models.mobilenet",
+}
 _REGISTRY: dict[str, ModelFactory] = {}
 
 

@@ -126,7 +126,8 @@ class SeedSpread:
     """Seed-to-seed spread next to the differences between configurations."""
 
     metric: str
-    seeds: int  # seeds per configuration (the median over configurations)
+    seeds: int  # replicates (seeds, or seeds x folds) per configuration, median over them
+    replicate: str  # what a replicate is: "seed" or "seed and fold"
     configurations: int
     within_sd: float  # pooled standard deviation over seeds, within a configuration
     between_sd: float  # standard deviation of the configurations' means
@@ -161,4 +162,8 @@ def seed_spread(frame: pd.DataFrame, metric: str) -> SeedSpread | None:
     means = stats["mean"].sort_values(ascending=not better_first(metric))
     gap = abs(float(means.iloc[0] - means.iloc[1])) if len(means) >= 2 else math.nan
     between = float(means.std(ddof=1)) if len(means) >= 2 else math.nan
-    return SeedSpread(metric, seeds, len(stats), within, between, float(effect) * within, gap)
+    replicate = (
+        "seed and fold" if done.get("fold") is not None and done["fold"].notna().any() else "seed"
+    )
+    return SeedSpread(metric, seeds, replicate, len(stats), within, between,
+                      float(effect) * within, gap)  # fmt: skip

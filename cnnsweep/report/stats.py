@@ -90,7 +90,8 @@ class Comparison:
 
 
 def pairing_keys(frame: pd.DataFrame, factor: str, factors: list[str]) -> list[str]:
-    """Columns that must match for two runs to differ only in ``factor``.
+    """Columns that must match for two runs to differ only in ``factor`` (the replicate too:
+    the seed, and the fold of a k-fold study).
 
     A factor whose values depend on ``factor`` (the learning rates of each optimizer) is matched
     by its rank within each level instead (the higher vs the higher learning rate).
@@ -103,7 +104,7 @@ def pairing_keys(frame: pd.DataFrame, factor: str, factors: list[str]) -> list[s
         value_sets = {frozenset(frame.loc[frame[factor] == level, other]) for level in levels}
         dependent = len(value_sets) > 1 and f"{other}_rank" in frame.columns
         keys.append(f"{other}_rank" if dependent else other)
-    return [*keys, "seed"]
+    return [*keys, "seed", *(["fold"] if "fold" in frame.columns else [])]
 
 
 def with_ranks(frame: pd.DataFrame, factors: list[str]) -> pd.DataFrame:

@@ -54,5 +54,8 @@ def tidy_frame(results: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     train = frame["train_eval_accuracy"].where(honest, frame["best_train_acc"])
     frame["overfit_gap"] = train - frame["test_accuracy"]
     frame["overfit_basis"] = np.where(honest, "eval-mode", "in-training")
-    frame["configuration"] = frame["label"].str.replace(r" seed=\d+$", "", regex=True)
+    # A configuration is a run less its replicate: the seed and, for k-fold, the fold.
+    frame["configuration"] = frame["label"].str.replace(r" seed=\d+( fold=\d+)?$", "", regex=True)
+    if "fold" not in frame.columns:  # results stored before k-fold existed
+        frame["fold"] = None
     return frame.replace({np.inf: np.nan, -np.inf: np.nan})
