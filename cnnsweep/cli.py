@@ -164,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     options = WorkerOptions(
         store_url=args.store, study_name=study.name, max_attempts=args.max_attempts,
-        heartbeat_interval=args.heartbeat, grace=args.grace,
+        heartbeat_interval=args.heartbeat, grace=args.grace, checkpoints=args.checkpoints,
+        checkpoint_every=args.checkpoint_every,
     )  # fmt: skip
     if args.runs_per_device is not None and args.workers is not None:
         raise CnnsweepError("give --workers or --runs-per-device, not both")
@@ -189,6 +190,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     options = WorkerOptions(
         store_url=args.store, study_name=args.study, device=args.device, data=args.data,
         max_attempts=args.max_attempts, heartbeat_interval=args.heartbeat, grace=args.grace,
+        checkpoints=args.checkpoints, checkpoint_every=args.checkpoint_every,
     )  # fmt: skip
     done = run_worker(options)
     print(f"worker finished: {done} runs done; nothing left to claim in {args.study!r}")
@@ -261,6 +263,16 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
                         help="seconds between heartbeats (default: 10)")  # fmt: skip
     parser.add_argument("--grace", type=float, default=120.0,
                         help="silent seconds before another worker takes a run over")  # fmt: skip
+    parser.add_argument("--checkpoints", metavar="DIR",
+                        help="folder for epoch checkpoints, so that a retried run resumes "
+                        "(default: beside a journal store; none for PostgreSQL)")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="least seconds between two checkpoints of a run (default: 30)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnsweep.checkpoint import RunCheckpoint
 from cnnsweep.config import TrainConfig
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.data.device import REPORT_MEAN, REPORT_STD, DeviceImages, channel_stats
@@ -48,7 +49,10 @@ def train(
     device: torch.device | str = "cpu",
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
+    checkpoint: RunCheckpoint | None = None,
 ) -> RunResult:
+    """Train one run. With ``checkpoint``, the state after each epoch is saved (as often as it
+    allows), and a run that finds a checkpoint of its own resumes after that epoch."""
     device = torch.device(device)
     preflight(config, data, device)  # model, batch and memory checked before anything is made
     splits = _prepare_splits(config, data, device)
@@ -67,8 +71,17 @@ def train(
     history: list[EpochMetrics] = []
     best_value, best_epoch, best_state, waited = None, 0, None, 0
     stop_reason = "max_epochs"
+    first_epoch, earlier_seconds = 1, 0.0
+    if checkpoint is not None and (saved := checkpoint.load()) is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        _set_random_states(saved["random"], batch_order, device)
+        history = [EpochMetrics(**m) for m in saved["history"]]
+        best_value, best_epoch, waited = saved["best_value"], saved["best_epoch"], saved["waited"]
+        best_state = saved["best_state"]
+        first_epoch, earlier_seconds = saved["epoch"] + 1, saved["train_time"]
     loop_start = time.perf_counter()
-    for epoch in range(1, config.max_epochs + 1):
+    for epoch in range(first_epoch, config.max_epochs + 1):
         epoch_start = time.perf_counter()
         train_loss, train_acc, trained = _train_epoch(
             step_model, optimizer, splits.train, config, batch_order, use_bf16, on_batch
@@ -109,7 +122,15 @@ def train(
             if waited >= config.patience:
                 stop_reason = "patience"
                 break
-    train_time = time.perf_counter() - loop_start
+        if checkpoint is not None and epoch < config.max_epochs and checkpoint.due():
+            checkpoint.save({
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "random": _random_states(batch_order, device),
+                "history": [m.model_dump() for m in history], "best_value": best_value,
+                "best_epoch": best_epoch, "waited": waited, "best_state": best_state,
+                "train_time": earlier_seconds + time.perf_counter() - loop_start,
+            })  # fmt: skip
+    train_time = earlier_seconds + time.perf_counter() - loop_start
 
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -139,6 +160,22 @@ def train(
         normalization=splits.normalization,
         history=history,
     )
+
+
+def _random_states(batch_order: torch.Generator, device: torch.device) -> dict:
+    """Every random stream a run draws from after its start: the batch order (and
+    augmentation) and torch's global generator (dropout), on the CPU or the GPU."""
+    states = {"batch_order": batch_order.get_state(), "cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_random_states(states: dict, batch_order: torch.Generator, device: torch.device) -> None:
+    batch_order.set_state(states["batch_order"])
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def _prepare_splits(config: TrainConfig, data: ImageDataset, device: torch.device) -> _Splits:

@@ -8,6 +8,7 @@ bounded number of times. Ctrl-C or SIGTERM puts the current run back in the queu
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cnnsweep import __version__
+from cnnsweep.checkpoint import RunCheckpoint
 from cnnsweep.config import TrainConfig
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.devices import resolve_device
@@ -45,6 +47,10 @@ class WorkerOptions:
     heartbeat_interval: float = 10.0  # seconds between "still alive" marks during a run
     grace: float = 120.0  # seconds of silence after which another worker takes a run over
     max_attempts: int = 3  # a run whose worker is lost this many times stays failed
+    # Epoch checkpoints (a retried run resumes): their folder (None: beside a journal store, none
+    # for a database store) and the least seconds between two saves of one run.
+    checkpoints: str | None = None
+    checkpoint_every: float = 30.0
     poll_interval: float = 2.0  # seconds between looks at the queue while others still run
 
     def __post_init__(self) -> None:
@@ -61,6 +67,18 @@ class WorkerOptions:
             )
         if self.max_attempts < 1:
             raise ConfigError(f"invalid --max-attempts {self.max_attempts}: must be at least 1")
+        if not (math.isfinite(self.checkpoint_every) and self.checkpoint_every >= 0):
+            raise ConfigError(
+                f"invalid --checkpoint-every {self.checkpoint_every:g}: seconds, 0 or more"
+            )
+
+    def checkpoint_folder(self, store: Store) -> Path | None:
+        """Where this study's checkpoints live: --checkpoints, else beside a journal store."""
+        if self.checkpoints:
+            return Path(self.checkpoints) / store.study_name
+        if "://" in store.url:
+            return None  # a database store: no shared folder is known; --checkpoints gives one
+        return Path(store.url).parent / "checkpoints"
 
 
 def git_commit() -> str | None:
@@ -133,6 +151,7 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
         data = load_data(options.data or document.get("spec", {}).get("data"), progress=False)
     env = environment(device)
     me = this_worker()
+    folder = options.checkpoint_folder(store)
     done = 0
     while True:
         store.recover_stale(options.grace, options.max_attempts)
@@ -142,12 +161,22 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
                 return done
             time.sleep(options.poll_interval)  # others still run: one of them may die
             continue
-        _run_one(store, claim, data, device, env, options)
+        checkpoint = None
+        if folder is not None:
+            key = json.dumps(claim.config, sort_keys=True)
+            checkpoint = RunCheckpoint(folder / f"{claim.run_id}.pt", key, options.checkpoint_every)
+        _run_one(store, claim, data, device, env, options, checkpoint)
         done += 1
 
 
 def _run_one(
-    store: Store, claim: ClaimedRun, data, device, env: dict, options: WorkerOptions
+    store: Store,
+    claim: ClaimedRun,
+    data,
+    device,
+    env: dict,
+    options: WorkerOptions,
+    checkpoint: RunCheckpoint | None,
 ) -> None:
     store.set_environment(claim.trial_id, env)
     monitor = claim.config.get("monitor")
@@ -160,8 +189,9 @@ def _run_one(
     with heartbeat(store, claim.trial_id, options.heartbeat_interval):
         try:
             # Validated here too: a config stored by another version may no longer be valid.
-            result = train(TrainConfig(**claim.config), data, device, on_epoch=on_epoch)
-        except KeyboardInterrupt:
+            config = TrainConfig(**claim.config)
+            result = train(config, data, device, on_epoch=on_epoch, checkpoint=checkpoint)
+        except KeyboardInterrupt:  # the checkpoint stays: the retry resumes from it
             store.fail(claim.trial_id, "interrupted", retry=True)
             raise
         except Exception as exc:  # recorded as the run's failure; the worker goes on
@@ -171,7 +201,11 @@ def _run_one(
                 f"{type(exc).__name__}: {exc}",
                 traceback="".join(traceback.format_exception(exc)),
             )
+            if checkpoint is not None:
+                checkpoint.remove()  # a failed run starts over when run again
             return
+    if checkpoint is not None:
+        checkpoint.remove()
     diverged = result.stop_reason == "diverged"
     if not store.finish(claim.trial_id, result.model_dump(mode="json"), diverged):
         log.warning("run %s was taken over by another worker; result discarded", claim.label)
