@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"study {summary.study} ({summary.store}): {counts}; results in {summary.csv}")
     if summary.report:
         print(f"report: {summary.report}")
-    return 0 if all(RunState(s).finished for s in summary.counts) else 1
+    return 1 if summary.counts.get(RunState.FAILED) else 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from cnnsweep.config import TrainConfig
 
-StopReason = Literal["patience", "max_epochs", "diverged"]
+StopReason = Literal["patience", "max_epochs", "diverged", "pruned"]
 
 # The columns of the report's results_reduced.csv, in its order.
 REPORT_COLUMNS = (

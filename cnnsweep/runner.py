@@ -175,7 +175,8 @@ def run_study(
         replace(base, device=device, threads=threads if device == "cpu" else None)
         for device in placements
     ]
-    progress = progress or StudyProgress(total=len(runs), workers=workers)
+    total = study.count_runs(len(runs)) if study.spec.search is not None else len(runs)
+    progress = progress or StudyProgress(total=total, workers=workers)
     try:
         _supervise(store, worker_options, progress)
     finally:
@@ -231,8 +232,11 @@ def auto_runs_per_device(study: Study, data: ImageDataset, device: torch.device)
 def distinct_shapes(study: Study) -> list[Run]:
     """One run of each distinct shape: runs that differ only in seed or learning rate build the
     same model on the same data, so they start, fit and use memory alike."""
+    runs = study.runs()
+    if study.spec.search is not None:  # a search: its extremes stand for the runs to come
+        runs = [Run(i, "", config, {}) for i, config in enumerate(study.search_probes())]
     shapes: dict[str, Run] = {}
-    for run in study.runs():
+    for run in runs:
         shapes.setdefault(run.config.model_dump_json(exclude={"seed", "lr"}), run)
     return list(shapes.values())
 

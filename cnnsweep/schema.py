@@ -1,12 +1,14 @@
 """The stored run, defined once: its states, the keys of its trial attributes, and how its grid
 values become Optuna parameters. No dependencies: the store, the report and the CLI all read it.
 
-    waiting -> running -> complete | diverged | failed
+    waiting -> running -> complete | diverged | pruned | failed
                   ^                               |
                   +---- enqueued again (a retry) --+
 
 A run that is ``complete`` or ``diverged`` is *finished*: it has a result (metrics, history). A
-``failed`` one has an error and, when it raised, a traceback. ``waiting`` and ``running`` runs are
+``pruned`` one (a search's pruner stopped it) has its metrics so far, and is not compared with
+finished ones. A ``failed`` one has an error and, when it raised, a traceback. ``waiting`` and
+``running`` runs are
 still pending. A run's identity (``run_id``) is computed by identity.py, versioned per study.
 """
 
@@ -21,6 +23,7 @@ class RunState(StrEnum):
     RUNNING = "running"
     COMPLETE = "complete"
     DIVERGED = "diverged"  # ended early because its loss became NaN or infinite; has a result
+    PRUNED = "pruned"  # a search's pruner stopped it (behind the others); never retried
     FAILED = "failed"
 
     @property
@@ -35,7 +38,7 @@ class RunState(StrEnum):
 
     @property
     def ended(self) -> bool:
-        """Nothing more will happen to it unless it is run again: finished, or failed."""
+        """Nothing more will happen to it unless it is run again: finished, pruned or failed."""
         return not self.pending
 
 
@@ -53,7 +56,8 @@ class Attr(StrEnum):
     WORKER = "worker"  # host, boot id, pid of the claimant
     HEARTBEAT = "heartbeat"  # seconds since the epoch
     ENVIRONMENT = "environment"  # versions and device of the worker
-    DUPLICATE = "duplicate"  # a second trial of a run enqueued by a racing process
+    DUPLICATE = "duplicate"  # a second trial of a run enqueued (or sampled) by a racing process
+    PRUNED = "pruned"  # true: stopped by a search's pruner (Optuna state PRUNED, like diverged)
     # Written when the run ends.
     RESULT = "result"
     ERROR = "error"

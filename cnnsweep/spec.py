@@ -24,7 +24,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -92,6 +92,72 @@ class DependentAxis(BaseModel):
         return dict(self.model_extra or {})
 
 
+class SearchRange(BaseModel):
+    """A numeric range to search: ``lr = { low = 1e-4, high = 1e-1, log = true }``; integers
+    (``batch_size = { low = 16, high = 128, log = true }``) are searched as integers."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low {self.low:g} must be below high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, not {self.low:g}")
+        return self
+
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband")
+
+
+class SearchSpec(BaseModel):
+    """``[search]``: Optuna samples ``trials`` runs from the ranges and lists given (every other
+    key of the table is a setting to search), optionally pruning runs that fall behind on their
+    per-epoch validation accuracy. Each trial is trained once, with the study's seed."""
+
+    model_config = ConfigDict(extra="allow")
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    trials: StrictInt = Field(ge=1, le=MAX_RUNS)
+    pruner: Literal["median", "hyperband"] | None = None
+
+    @model_validator(mode="after")
+    def _space(self) -> SearchSpec:
+        space = self.model_extra or {}
+        if not space:
+            raise ValueError("search has no settings to search: give ranges or lists of values")
+        for name, values in space.items():
+            if name == "seed" or name not in _CONFIG_FIELDS:
+                raise ValueError(f"search setting {name!r} is not a setting")
+            if isinstance(values, dict):
+                try:
+                    space[name] = SearchRange(**values)
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                    where = ".".join(map(str, exc.errors()[0]["loc"]))
+                    reason = f"{where}: {reason}" if where else reason
+                    raise ValueError(f"search range {name!r}: {reason}") from None
+                if self.sampler == "grid":
+                    raise ValueError(f"sampler 'grid' needs a list of values for {name!r}")
+            elif (
+                not isinstance(values, list)
+                or not values
+                or not all(isinstance(v, str | int | float | bool) for v in values)
+            ):
+                raise ValueError(
+                    f"search setting {name!r} must be a range {{ low = …, high = … }} or a "
+                    "non-empty list of values"
+                )
+        return self
+
+    @property
+    def space(self) -> dict[str, SearchRange | list[Scalar]]:
+        return dict(self.model_extra or {})
+
+
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")  # settings are checked by TrainConfig, run by run
 
@@ -105,7 +171,8 @@ class StudySpec(BaseModel):
     claims: str | None = None
     seeds: list[StrictInt] | StrictInt = [0]
     fixed: dict[str, Any] = {}
-    grid: dict[str, list[AxisValue] | DependentAxis]
+    grid: dict[str, list[AxisValue] | DependentAxis] = {}
+    search: SearchSpec | None = None  # instead of a grid: Optuna samples the runs
     presets: dict[str, dict[str, Any]] = {}
 
     @field_validator("seeds")
@@ -171,8 +238,6 @@ class StudySpec(BaseModel):
     @field_validator("grid")
     @classmethod
     def _valid_grid(cls, grid: dict[str, list[AxisValue] | DependentAxis]):
-        if not grid:
-            raise ValueError("grid is empty: give at least one axis")
         seen: dict[str, list[AxisValue]] = {}
         for name, axis in grid.items():
             if name == "seed":
@@ -195,6 +260,16 @@ class StudySpec(BaseModel):
                 seen[name] = axis
             _check_distinct_levels(name, seen[name])
         return grid
+
+
+def _grid_or_search(spec: StudySpec) -> StudySpec:
+    if spec.search is not None and spec.grid:
+        raise ConfigError("a spec has a [grid] or a [search], not both")
+    if spec.search is None and not spec.grid:
+        raise ConfigError("grid is empty: give at least one axis (or a [search])")
+    if spec.search is not None and len(spec.seeds) != 1:
+        raise ConfigError("a search trains each trial once: give one seed (seeds = [0])")
+    return spec
 
 
 def _check_settings(settings: dict[str, Any], where: str) -> None:
@@ -289,8 +364,30 @@ class Study:
             levels[name] = list(dict.fromkeys(level_label(v) for v in values))
         return levels
 
+    def search_probes(self) -> list[TrainConfig]:
+        """A search's extreme configs: each searched setting at each of its listed values and
+        range ends, the others at their first value or low end (validated before anything is
+        stored; sized by preflight)."""
+        space = self.spec.search.space
+        candidates = {name: [v.low, v.high] if isinstance(v, SearchRange) else list(v)
+                      for name, v in space.items()}  # fmt: skip
+        base = {name: values[0] for name, values in candidates.items()}
+        base = {n: int(v) if _integer_setting(n, v) else v for n, v in base.items()}
+        configs = []
+        for name, values in candidates.items():
+            for value in values:
+                value = int(value) if _integer_setting(name, value) else value
+                settings = {**self.settings, **base, name: value, "seed": self.spec.seeds[0]}
+                try:
+                    configs.append(make_config(**settings))
+                except ConfigError as exc:
+                    raise ConfigError(f"search setting {name}={value!r}: {exc}") from None
+        return configs
+
     def count_runs(self, limit: int) -> int:
         """How many runs the study has, counting no further than ``limit + 1`` (cheap)."""
+        if self.spec.search is not None:
+            return self.spec.search.trials
         settings = self.settings
         folds = settings.get("folds", 5) if settings.get("protocol") == "kfold" else 1
         replicas = len(self.spec.seeds) * (folds if isinstance(folds, int) and folds > 0 else 1)
@@ -299,8 +396,11 @@ class Study:
 
     def runs(self, identity_version: int = identity.IDENTITY_VERSION) -> list[Run]:
         """Every run in the report's loop order, with ids under ``identity_version`` (a stored
-        study keeps the version it was created with; see identity.py)."""
+        study keeps the version it was created with; see identity.py). A search has none in
+        advance: its runs are sampled as workers ask for them (search.py)."""
         runs: list[Run] = []
+        if self.spec.search is not None:
+            return runs
         for factors, assignment in _expand(list(self.spec.grid.items()), {}, {}):
             for seed in self.spec.seeds:
                 settings = {**self.settings, **assignment, "seed": seed}
@@ -322,6 +422,20 @@ class Study:
                     f"configuration ({run.label})"
                 )
         return runs
+
+
+def _integer_setting(name: str, value: Any) -> bool:
+    annotation = TrainConfig.model_fields[name].annotation
+    return annotation in (int, int | None) and isinstance(value, float) and value.is_integer()
+
+
+def study_from_document(document: dict[str, Any]) -> Study:
+    """The Study a stored document describes (its spec, and its preset's settings)."""
+    spec = dict(document["spec"])
+    preset = document.get("preset")
+    if preset:
+        spec["presets"] = {preset: document.get("preset_settings", {})}
+    return Study(StudySpec(**spec), preset)
 
 
 def _config(settings: dict[str, Any], index: int, factors: dict[str, Any]) -> TrainConfig:
@@ -369,9 +483,13 @@ def parse_spec(text: str, source: str) -> StudySpec:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML in {source}: {exc}") from None
     try:
-        return StudySpec(**document)
+        spec = StudySpec(**document)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc, 'key')}") from None
+    try:
+        return _grid_or_search(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_spec(name_or_path: str) -> StudySpec:
@@ -413,4 +531,6 @@ def load_study(name_or_path: str, preset: str | None = None, max_runs: int = MAX
             "pass --max-runs to run a study this large"
         )
     study.runs()  # validate every run's config now, before anything is stored
+    if spec.search is not None:
+        study.search_probes()  # and a search's extremes
     return study

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,6 +389,54 @@ class Store:
             )
         return None
 
+    def ask(
+        self,
+        sampler: optuna.samplers.BaseSampler,
+        space: dict[str, optuna.distributions.BaseDistribution],
+        make_run: Callable[[dict[str, Any], int], dict[str, Any]],
+        worker: dict[str, Any],
+        budget: int,
+    ) -> ClaimedRun | None:
+        """A new run of a search study, sampled by Optuna from ``space`` and claimed for
+        ``worker``; None once ``budget`` runs were drawn. ``make_run(params, number)`` makes the
+        run's attributes; its index is its trial's number, which the storage makes unique.
+
+        The budget counts the runs drawn before this one; a draw that finds it spent is set
+        aside. Draws made at the very same moment by several workers may each see the others
+        unnamed yet, so a search can end up to (workers - 1) runs over its budget.
+        """
+        if self._drawn(math.inf) >= budget:
+            return None
+        study = optuna.load_study(study_name=self.study_name, storage=self.storage,
+                                  sampler=sampler)  # fmt: skip
+        trial = study.ask(space)
+        trial_id = trial._trial_id
+        self.storage.set_trial_user_attr(trial_id, Attr.WORKER, worker)
+        self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, time.time())
+        run = make_run(trial.params, trial.number)
+        # run_id last: a trial counts as a run (for records and the budget) only once whole.
+        self.storage.set_trial_user_attr(trial_id, Attr.ATTEMPT, 1)
+        for key in (*[k for k in ENQUEUED_ATTRS if k != Attr.RUN_ID], Attr.RUN_ID):
+            self.storage.set_trial_user_attr(trial_id, key, run[key])
+        if self._drawn(trial.number) >= budget:
+            self._set_aside(trial_id)
+            return None
+        return ClaimedRun(trial_id, run[Attr.RUN_ID], run[Attr.CONFIG], run[Attr.LABEL], 1)
+
+    def _drawn(self, before: float) -> int:
+        """How many search runs were drawn by trials numbered below ``before`` (first attempts
+        only: a retry is the same run)."""
+        return sum(
+            t.number < before and t.user_attrs.get(Attr.ATTEMPT) == 1
+            and Attr.RUN_ID in t.user_attrs and not t.user_attrs.get(Attr.DUPLICATE)
+            for t in self._trials()
+        )  # fmt: skip
+
+    def _set_aside(self, trial_id: int) -> None:
+        """A trial that is not a run: failed, and marked so that no count includes it."""
+        self.storage.set_trial_user_attr(trial_id, Attr.DUPLICATE, True)
+        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
     def _is_duplicate(self, claimed: FrozenTrial) -> bool:
         """Another trial of the same run finished, or runs and was enqueued earlier.
 
@@ -417,8 +467,11 @@ class Store:
     def set_environment(self, trial_id: int, environment: dict[str, Any]) -> None:
         self.storage.set_trial_user_attr(trial_id, Attr.ENVIRONMENT, environment)
 
-    def finish(self, trial_id: int, result: dict[str, Any], diverged: bool) -> bool:
+    def finish(
+        self, trial_id: int, result: dict[str, Any], diverged: bool, pruned: bool = False
+    ) -> bool:
         """Store the result and close the run; False if the run was taken from this worker.
+        A diverged or pruned run closes as Optuna's PRUNED (a pruned one marked so).
 
         Epochs of ``result["history"]`` not yet recorded by :meth:`record_epoch` are added.
         """
@@ -430,7 +483,9 @@ class Store:
             self.storage.set_trial_user_attr(
                 trial_id, Attr.RESULT, {k: v for k, v in result.items() if k != "history"}
             )
-            if diverged:
+            if pruned:
+                self.storage.set_trial_user_attr(trial_id, Attr.PRUNED, True)
+            if diverged or pruned:
                 self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
             else:
                 values = [float(result["test_accuracy"])]
@@ -485,6 +540,8 @@ class Store:
         recovered = []
         for trial in self._trials(TrialState.RUNNING):
             attrs = trial.user_attrs
+            if Attr.RUN_ID not in attrs and Attr.WORKER not in attrs:
+                continue  # not a run of cnnsweep's (or a search draw a moment old): untouched
             worker = attrs.get(Attr.WORKER) or {}
             beat = attrs.get(Attr.HEARTBEAT) or _timestamp(trial.datetime_start) or now
             if _worker_gone(worker, me):
@@ -497,6 +554,8 @@ class Store:
                 continue
             attempt = attrs.get(Attr.ATTEMPT, 1)
             again = attempt + 1 if attempt < max_attempts else None
+            if Attr.RUN_ID not in attrs:  # a search draw whose worker died before naming it
+                again = None
             if self._close_failed(trial, reason, enqueue_attempt=again):
                 recovered.append(attrs.get(Attr.LABEL, str(trial.number)))
             # else: another process recovered it first
@@ -528,7 +587,7 @@ class Store:
                     label=attrs[Attr.LABEL],
                     config=attrs[Attr.CONFIG],
                     factors=attrs[Attr.FACTORS],
-                    state=_STATE_OF[deciding.state],
+                    state=RunState.PRUNED if attrs.get(Attr.PRUNED) else _STATE_OF[deciding.state],
                     attempts=sum(t.state != TrialState.WAITING for t in trials),
                     trial_number=deciding.number,
                     result=attrs.get(Attr.RESULT),

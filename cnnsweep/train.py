@@ -31,6 +31,7 @@ from cnnsweep.results import EpochMetrics, RunResult
 
 EpochCallback = Callable[[EpochMetrics], None]
 BatchCallback = Callable[[int, int], None]  # (batches done in this epoch, batches per epoch)
+StopCheck = Callable[[EpochMetrics], bool]  # after an epoch: stop the run here?
 DIVERGENCE_CHECK_EVERY = 50  # steps; each check waits for the device, so not every step
 
 
@@ -50,9 +51,11 @@ def train(
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
     checkpoint: RunCheckpoint | None = None,
+    should_stop: StopCheck | None = None,
 ) -> RunResult:
     """Train one run. With ``checkpoint``, the state after each epoch is saved (as often as it
-    allows), and a run that finds a checkpoint of its own resumes after that epoch."""
+    allows), and a run that finds a checkpoint of its own resumes after that epoch.
+    ``should_stop(metrics)`` after an epoch stops the run there, as pruned (a search's pruner)."""
     device = torch.device(device)
     preflight(config, data, device)  # model, batch and memory checked before anything is made
     splits = _prepare_splits(config, data, device)
@@ -122,6 +125,9 @@ def train(
             if waited >= config.patience:
                 stop_reason = "patience"
                 break
+        if should_stop is not None and epoch < config.max_epochs and should_stop(metrics):
+            stop_reason = "pruned"
+            break
         if checkpoint is not None and epoch < config.max_epochs and checkpoint.due():
             checkpoint.save({
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

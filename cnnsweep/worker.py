@@ -29,6 +29,7 @@ from cnnsweep.config import TrainConfig
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
+from cnnsweep.spec import Study, study_from_document
 from cnnsweep.store import ClaimedRun, Store, this_worker
 from cnnsweep.train import train
 
@@ -146,9 +147,11 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     device = resolve_device(options.device)
     if options.threads:
         torch.set_num_threads(options.threads)
+    document = store.document() or {}
     if data is None:
-        document = store.document() or {}
         data = load_data(options.data or document.get("spec", {}).get("data"), progress=False)
+    searching = bool(document.get("spec", {}).get("search"))
+    study = study_from_document(document) if searching else None
     env = environment(device)
     me = this_worker()
     folder = options.checkpoint_folder(store)
@@ -156,6 +159,8 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     while True:
         store.recover_stale(options.grace, options.max_attempts)
         claim = store.claim(me)
+        if claim is None and study is not None:
+            claim = _draw(store, study, me)
         if claim is None:
             if not any(r.state.pending for r in store.records()):
                 return done
@@ -165,8 +170,39 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
         if folder is not None:
             key = json.dumps(claim.config, sort_keys=True)
             checkpoint = RunCheckpoint(folder / f"{claim.run_id}.pt", key, options.checkpoint_every)
-        _run_one(store, claim, data, device, env, options, checkpoint)
+        stop = _pruning(store, study, claim) if study is not None else None
+        _run_one(store, claim, data, device, env, options, checkpoint, stop)
         done += 1
+
+
+def _draw(store: Store, study: Study, me: dict) -> ClaimedRun | None:
+    """A new run of a search study, sampled now (None when its trials are all drawn)."""
+    from cnnsweep import search
+
+    version = store.identity_version
+    return store.ask(
+        search.sampler(study, draw=len(store.trial_states())),
+        search.distributions(study),
+        lambda params, number: search.run_of(study, params, number, version),
+        me,
+        study.spec.search.trials,
+    )
+
+
+def _pruning(store: Store, study: Study, claim: ClaimedRun):
+    """A search's pruner as a stop check (None without one): after each epoch it compares the
+    run's validation accuracy so far with the other runs' at the same epoch."""
+    import optuna
+
+    from cnnsweep import search
+
+    if study.spec.search.pruner is None:
+        return None
+    loaded = optuna.load_study(study_name=store.study_name, storage=store.storage,
+                               pruner=search.pruner(study))  # fmt: skip
+    # A Trial reads its trial once, when made: made anew each epoch, it sees the epoch's
+    # intermediate value, which store.record_epoch has just written.
+    return lambda _metrics: optuna.trial.Trial(loaded, claim.trial_id).should_prune()
 
 
 def _run_one(
@@ -177,20 +213,25 @@ def _run_one(
     env: dict,
     options: WorkerOptions,
     checkpoint: RunCheckpoint | None,
+    should_stop=None,
 ) -> None:
     store.set_environment(claim.trial_id, env)
-    monitor = claim.config.get("monitor")
 
     def on_epoch(metrics) -> None:
         epoch = metrics.model_dump(mode="json")
-        store.record_epoch(claim.trial_id, epoch, getattr(metrics, monitor, None))
+        # Optuna's intermediate value (its dashboard's curves, a pruner's input): the epoch's
+        # validation accuracy, or under the seed protocol (no validation) the training one.
+        accuracy = metrics.val_accuracy
+        store.record_epoch(claim.trial_id, epoch, metrics.train_accuracy if accuracy is None
+                           else accuracy)  # fmt: skip
 
     log.info("start %s (attempt %d)", claim.label, claim.attempt)
     with heartbeat(store, claim.trial_id, options.heartbeat_interval):
         try:
             # Validated here too: a config stored by another version may no longer be valid.
             config = TrainConfig(**claim.config)
-            result = train(config, data, device, on_epoch=on_epoch, checkpoint=checkpoint)
+            result = train(config, data, device, on_epoch=on_epoch, checkpoint=checkpoint,
+                           should_stop=should_stop)  # fmt: skip
         except KeyboardInterrupt:  # the checkpoint stays: the retry resumes from it
             store.fail(claim.trial_id, "interrupted", retry=True)
             raise
@@ -206,8 +247,8 @@ def _run_one(
             return
     if checkpoint is not None:
         checkpoint.remove()
-    diverged = result.stop_reason == "diverged"
-    if not store.finish(claim.trial_id, result.model_dump(mode="json"), diverged):
+    diverged, pruned = result.stop_reason == "diverged", result.stop_reason == "pruned"
+    if not store.finish(claim.trial_id, result.model_dump(mode="json"), diverged, pruned):
         log.warning("run %s was taken over by another worker; result discarded", claim.label)
 
 

@@ -43,6 +43,12 @@ class Place:
         path.write_text(text)
         return str(path)
 
+    def search_spec(self, space: str, options: str = "", trials: int = 2, grid=False) -> str:
+        """A small spec with a [search] of ``space`` and ``options`` (and a grid, if asked)."""
+        axes = '[grid]\noptimizer = ["adam"]\n' if grid else ""
+        return self.spec(f'name = "h"\ndata = "bars"\n[fixed]\nwidth = 0.0625\n{axes}'
+                         f"[search]\ntrials = {trials}\n{options}\n{space}\n")  # fmt: skip
+
     def study_spec(self, extra: str = "", grid: str = 'optimizer = ["adam"]') -> str:
         """A small valid spec with ``extra`` top-level keys and ``grid`` axes."""
         return self.spec(f'name = "h"\ndata = "bars"\n{extra}\n[fixed]\nwidth = 0.0625\n'
@@ -219,6 +225,26 @@ CASES = [
      "invalid width=nan"),
     ("grid-value-a-list", lambda p: ["run", p.study_spec(grid="lr = [[0.1]]")],
      "grid axis 'lr' has value [0.1]"),
+    # --- the report's future work: augmentation, k-fold, search ---------------------------------
+    ("augment-unknown", lambda p: ["run", p.study_spec(grid='augment = ["none", "rotate"]')],
+     "unknown augmentation 'rotate'"),
+    ("folds-1", lambda p: ["run", p.study_spec('protocol = "kfold"', 'folds = [1]')],
+     "invalid folds=1"),
+    ("search-low-above-high", lambda p: ["run", p.search_spec("lr = { low = 0.1, high = 0.01 }")],
+     "search range 'lr': low 0.1 must be below high 0.01"),
+    ("search-log-from-zero", lambda p: ["run", p.search_spec("lr = { low = 0, high = 0.1, "
+                                                             "log = true }")],
+     "search range 'lr': a log range needs low > 0"),
+    ("search-sampler-unknown", lambda p: ["run", p.search_spec('lr = [0.1]', 'sampler = "cma"')],
+     "invalid search.sampler='cma'"),
+    ("search-pruner-unknown", lambda p: ["run", p.search_spec('lr = [0.1]', 'pruner = "asha"')],
+     "invalid search.pruner='asha'"),
+    ("search-trials-0", lambda p: ["run", p.search_spec("lr = [0.1]", "", trials=0)],
+     "invalid search.trials=0"),
+    ("search-and-grid", lambda p: ["run", p.search_spec("lr = [0.1]", "", grid=True)],
+     "a [grid] or a [search], not both"),
+    ("search-range-lr-negative", lambda p: ["run", p.search_spec("lr = { low = -1, high = 1 }")],
+     "search setting lr=-1.0: invalid lr=-1.0"),
     ("workers-100000", lambda p: ["run", "upgrade.toml", "--preset", "tiny", "--workers",
                                   "100000", "--devices", "cpu"],
      "invalid --workers 100000: must be between 1 and 256"),

@@ -25,6 +25,7 @@ import jinja2
 import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
+from optuna.distributions import CategoricalDistribution
 
 from cnnsweep import __version__
 from cnnsweep.errors import CnnsweepError
@@ -37,13 +38,18 @@ from cnnsweep.report.figures import (
     label,
     learning_curves,
     metric_by_factor,
+    metric_vs_setting,
+    optimisation_history,
     train_vs_test,
 )
 from cnnsweep.report.findings import claims_of, judge_claims, load_claims
+from cnnsweep.report.search import SearchSummary, summarize
 from cnnsweep.report.stats import MIN_PAIRS, Comparison, configuration_summary, factor_comparisons
 from cnnsweep.report.tidy import tidy_frame
 from cnnsweep.results import LOWER_IS_BETTER
 from cnnsweep.schema import RunState
+from cnnsweep.search import distributions
+from cnnsweep.spec import study_from_document
 
 COSTS = ("train_time", "epochs_trained")  # drawn by the factor that matters most for each
 
@@ -103,6 +109,7 @@ class Analysis:
     comparisons: list[tuple[str, Comparison]]
     findings: list
     figures: list[ReportFigure]
+    search: SearchSummary | None = None  # a search study's trials and importances
 
 
 def analyse(data: StudyData, claims_source: str | None) -> tuple[pd.DataFrame, Analysis]:
@@ -116,14 +123,19 @@ def analyse(data: StudyData, claims_source: str | None) -> tuple[pd.DataFrame, A
     parents = {name: axis["by"] for name, axis in spec.get("grid", {}).items()
                if isinstance(axis, dict) and "by" in axis}  # fmt: skip
     claims = load_claims(claims_source)
-    effects = factor_effects(frame, factors, metric, parents)
     done = frame[frame["finished"]]
+    findings = judge_claims(claims, frame, factors) if claims else []
+    if spec.get("search"):  # sampled settings: trials and importances instead of a grid's ANOVA
+        summary = summarize(frame, data.document, metric)
+        figures = search_figures(frame, data.history, data.document, metric) if done.size else []
+        return frame, Analysis(metric, factors, [], [], findings, figures, summary)
+    effects = factor_effects(frame, factors, metric, parents)
     return frame, Analysis(
         metric=metric,
         factors=factors,
         effects=effects,
         comparisons=factor_comparisons(done, factors, metric, parents),
-        findings=judge_claims(claims, frame, factors) if claims else [],
+        findings=findings,
         # With no finished run there is nothing to draw (and matplotlib would only warn).
         figures=choose_figures(frame, data.history, effects, factors, parents, metric)
         if done.size
@@ -162,6 +174,33 @@ def choose_figures(
     panels, colour = ranked[:2], (ranked[2] if len(ranked) > 2 else None)
     lines = gather.curves(frame, history, curve_metric, panels, colour)
     figures.append(learning_curves(lines, curve_metric, panels, colour))
+    return figures
+
+
+def search_figures(
+    frame: pd.DataFrame, history: pd.DataFrame, document: dict, metric: str
+) -> list[ReportFigure]:
+    """A search's figures: the optimisation history, the metric against each searched numeric
+    setting (and by each listed one), training vs test accuracy, and the learning curves (pruned
+    runs' curves end where they were stopped)."""
+    note = gather.counts_note(frame)
+    higher = metric not in LOWER_IS_BETTER
+    figures = [optimisation_history(gather.trial_history(frame, metric, higher), metric)]
+    for name, distribution in distributions(study_from_document(document)).items():
+        if name not in frame:
+            continue
+        if isinstance(distribution, CategoricalDistribution):
+            if frame.loc[frame["finished"], name].nunique() >= 2:
+                points = gather.by_level(frame, name, metric)
+                figures.append(metric_by_factor(points, name, metric, note))
+        else:
+            points = gather.by_setting(frame, name, metric)
+            figures.append(metric_vs_setting(points, name, metric, distribution.log))
+    figures.append(train_vs_test(gather.train_test_points(frame, None), None, note))
+    protocol = str(frame["config_protocol"].iloc[0])
+    curve_metric = "train_accuracy" if protocol == "seed" else "val_accuracy"
+    lines = gather.curves(frame, history, curve_metric, [], None)
+    figures.append(learning_curves(lines, curve_metric, [], None))
     return figures
 
 
@@ -273,7 +312,8 @@ def _render(data: StudyData, frame: pd.DataFrame, analysis: Analysis, pictures) 
     total = len(frame)
     counts = frame["state"].value_counts()
     others = ", ".join(f"{counts[s]} {s}" for s in (RunState.RUNNING, RunState.WAITING,
-                                                     RunState.FAILED, RunState.DIVERGED)
+                                                     RunState.FAILED, RunState.DIVERGED,
+                                                     RunState.PRUNED)
                        if counts.get(s))  # fmt: skip
     metric = analysis.metric
     configurations = _configurations(finished, metric)
@@ -307,7 +347,9 @@ def _render(data: StudyData, frame: pd.DataFrame, analysis: Analysis, pictures) 
         effects=[_effect_row(e, analysis.comparisons) for e in analysis.effects],
         ranked_within=any("rank within" in e.term for e in analysis.effects),
         fixed=fixed,
-        spread=seed_spread(frame, metric),
+        spread=seed_spread(frame, metric) if analysis.search is None else None,
+        search=analysis.search,
+        best_trials=_best_trials(analysis.search, metric),
         has_claims=bool(findings),
         verdicts=verdicts,
         findings=findings,
@@ -320,6 +362,16 @@ def _render(data: StudyData, frame: pd.DataFrame, analysis: Analysis, pictures) 
         spec=json.dumps(data.document, indent=2),
         environment=_environment(data.environments, data.document),
     )
+
+
+def _best_trials(search: SearchSummary | None, metric: str) -> list[dict]:
+    if search is None:
+        return []
+    return [
+        {"label": row["label"], "value": _fmt(float(row[metric])),
+         "epochs": _fmt(row["epochs_trained"], 0), "stop": row["stop_reason"]}
+        for _, row in search.best.iterrows()
+    ]  # fmt: skip
 
 
 def _overfit_basis(finished: pd.DataFrame) -> str:

@@ -180,3 +180,44 @@ def learning_curves(lines: pd.DataFrame, metric: str, panels: list[str], colour:
     caption = (f"{label(metric).capitalize()} per epoch, one line per run, {grouped}{coloured}. "
                f"{runs} runs with a recorded history (running runs included).")  # fmt: skip
     return ReportFigure("learning_curves", "Learning curves", caption, figure)
+
+
+def optimisation_history(points: pd.DataFrame, metric: str) -> ReportFigure:
+    """Every trial's value in the order drawn, and the best so far (gather.trial_history)."""
+    figure, ax = _new(7.0, 4.0)
+    done = points[~points["pruned"]]
+    pruned = points[points["pruned"]]
+    ax.scatter(done["trial"], done["value"], s=24, color=PALETTE[0], label="finished", zorder=3)
+    if len(pruned):
+        ax.scatter(pruned["trial"], pruned["value"], s=30, marker="x", color=PALETTE[1],
+                   label="pruned (value when stopped)", zorder=3)  # fmt: skip
+    ax.step(points["trial"], points["best"], where="post", color="black", lw=1.2,
+            label="best so far")  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="trial", ylabel=label(metric), title="Optimisation history")
+    ax.legend(frameon=False, fontsize=8)
+    caption = (
+        f"{label(metric).capitalize()} of each trial in the order the sampler drew it, and "
+        f"the best finished one so far. {len(done)} finished, {len(pruned)} pruned."
+    )
+    return ReportFigure("optimisation_history", "Optimisation history", caption, figure)
+
+
+def metric_vs_setting(points: pd.DataFrame, setting: str, metric: str, log: bool) -> ReportFigure:
+    """A searched numeric setting against the metric, one point per trial (gather.by_setting)."""
+    figure, ax = _new(6.0, 4.0)
+    for pruned, part in points.groupby("pruned"):
+        ax.scatter(part["value"], part["metric"], s=26, marker="x" if pruned else "o",
+                   color=PALETTE[1] if pruned else PALETTE[0],
+                   label="pruned" if pruned else "finished", zorder=3)  # fmt: skip
+    if log:
+        ax.set_xscale("log")
+    ax.set(xlabel=setting + (" (log scale)" if log else ""), ylabel=label(metric),
+           title=f"{label(metric).split(' (')[0].capitalize()} by {setting}")  # fmt: skip
+    ax.legend(frameon=False, fontsize=8)
+    caption = (
+        f"{label(metric).capitalize()} of each trial against the {setting} the sampler "
+        f"chose; where it concentrates its draws is where it expects the best."
+    )
+    return ReportFigure(file_stem(metric, "by", setting), f"{metric} by {setting}", caption,
+                        figure)  # fmt: skip

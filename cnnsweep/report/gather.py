@@ -87,3 +87,24 @@ def curves(
     return pd.DataFrame({"run_id": long["run_id"], "epoch": long["epoch"].astype(int),
                          "value": long[metric].astype(float), "panel": panel,
                          "colour": long[colour].astype(str) if colour else "all"})  # fmt: skip
+
+
+def trial_history(frame: pd.DataFrame, metric: str, higher: bool) -> pd.DataFrame:
+    """A search's trials in the order drawn: ``trial`` (number), ``value``, ``pruned`` and
+    ``best`` (the best finished value so far)."""
+    ended = frame[(frame["finished"] | (frame["state"] == "pruned"))].dropna(subset=[metric])
+    points = pd.DataFrame({"trial": ended["index"].astype(int),
+                           "value": ended[metric].astype(float),
+                           "pruned": ended["state"] == "pruned"}).sort_values("trial")  # fmt: skip
+    finished = points["value"].where(~points["pruned"])
+    points["best"] = (finished.cummax() if higher else finished.cummin()).ffill()
+    return points.reset_index(drop=True)
+
+
+def by_setting(frame: pd.DataFrame, setting: str, metric: str) -> pd.DataFrame:
+    """Per finished or pruned run: ``value`` of a searched numeric setting, ``metric`` and
+    ``pruned``."""
+    ended = frame[(frame["finished"] | (frame["state"] == "pruned"))].dropna(subset=[metric])
+    return pd.DataFrame({"value": pd.to_numeric(ended[setting], errors="coerce"),
+                         "metric": ended[metric].astype(float),
+                         "pruned": ended["state"] == "pruned"}).dropna()  # fmt: skip

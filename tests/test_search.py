@@ -1,0 +1,102 @@
+"""Search instead of a grid: Optuna samples the runs, workers on any machine share one search
+through the store, a pruner stops runs that fall behind; pruned runs are kept and never retried."""
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from cnnsweep.store import Store, this_worker
+from tests.conftest import write_spec
+
+SEARCH = """
+name = "search"
+protocol = "holdout"
+data = "{data}"
+
+[fixed]
+width = 0.0625
+max_epochs = 5
+patience = 5
+eval_batch_size = 256
+train_eval_images = 0
+
+[search]
+sampler = "random"   # the first draws of TPE are random too; this keeps the test short
+trials = 12
+pruner = "median"
+lr = {{ low = 1e-7, high = 3e-2, log = true }}   # much of it too small to learn: pruned
+optimizer = ["adam", "sgd"]
+"""
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, tmp_path, bars_folder,
+                                                                 request):  # fmt: skip
+    spec = write_spec(tmp_path / "search.toml", SEARCH.format(data=bars_folder))
+    args = ["run", str(spec), "--workers", "2", "--devices", "cpu"]
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    args += ["--store", url] if url else []
+    done = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    store = Store.open(url or str(tmp_path / "runs" / "search" / "journal.log"), "search")
+    records = store.records()
+    # The budget, give or take a draw made at the very moment another worker drew the last.
+    assert 12 <= len(records) <= 13
+    states = [r.state for r in records]
+    assert set(states) <= {"complete", "pruned"} and "pruned" in states, states
+    assert len({r.run_id for r in records}) == len(records)
+    pruned = [r for r in records if r.state == "pruned"]
+    assert all(r.result["stop_reason"] == "pruned" and len(r.history) < 5 for r in pruned)
+    assert all(1e-7 <= r.config["lr"] <= 3e-2 for r in records)
+    # Optuna sees a search it could go on with: parameters, values, pruned trials.
+    study = optuna.load_study(study_name="search", storage=store.storage)
+    trials = [t for t in study.trials if not t.user_attrs.get("duplicate")]
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE,
+                                         optuna.trial.TrialState.PRUNED}  # fmt: skip
+    assert all(set(t.params) == {"lr", "optimizer"} for t in trials)
+    # Running again draws nothing more and retries no pruned run.
+    again = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert [(r.run_id, r.state) for r in store.records()] == [(r.run_id, r.state)
+                                                               for r in records]  # fmt: skip
+    html = (tmp_path / "runs" / "search" / "report" / "report.html").read_text()
+    assert 'id="search"' in html and "pruned" in html and 'data-setting="lr"' in html
+    assert (tmp_path / "runs" / "search" / "report" / "optimisation_history.png").is_file()
+
+
+def test_a_search_draws_no_more_than_its_budget(tmp_path, bars_folder):
+    from cnnsweep import search
+    from cnnsweep.runner import open_study_store
+    from cnnsweep.spec import load_study
+
+    spec = write_spec(
+        tmp_path / "search.toml",
+        SEARCH.format(data=bars_folder).replace("trials = 12", "trials = 3"),
+    )
+    study = load_study(str(spec))
+    store = open_study_store(study, str(tmp_path / "journal.log"), False)
+    me = this_worker()
+
+    def draw():
+        return store.ask(
+            search.sampler(study, draw=0),
+            search.distributions(study),
+            lambda params, n: search.run_of(study, params, n, 1),
+            me,
+            3,
+        )
+
+    drawn = [draw() for _ in range(3)]
+    assert [c.label.split()[0] for c in drawn] == ["trial=0", "trial=1", "trial=2"]
+    assert draw() is None  # spent: nothing is sampled, nothing stored
+    assert len(store.trial_states()) == 3
+    # A pruned run closes as Optuna's PRUNED and is never enqueued again.
+    assert store.finish(drawn[0].trial_id, {"test_accuracy": 10.0, "history": []}, False,
+                        pruned=True)  # fmt: skip
+    assert store.records()[0].state == "pruned"
+    assert store.enqueue_missing([{"run_id": drawn[0].run_id, "index": 0, "label": "x",
+                                   "config": {}, "factors": {}}]) == 0  # fmt: skip
