@@ -72,4 +72,7 @@ class RunCheckpoint:
         self._last_save = time.monotonic()
 
     def remove(self) -> None:
+        """The checkpoint, and any half-written one a killed process left behind."""
         self.path.unlink(missing_ok=True)
+        for staging in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            staging.unlink(missing_ok=True)

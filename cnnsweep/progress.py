@@ -58,7 +58,9 @@ def status_text(records: list[RunRecord], workers: int | None = None) -> str:
     lost = [r for r in records if r.lost]
     lines = [
         f"runs: {len(records)}  "
-        + "  ".join(f"{s}: {counts.get(s, 0)}" for s in STATES)
+        + "  ".join(
+            f"{s}: {counts.get(s, 0)}" for s in STATES if s != RunState.PRUNED or counts.get(s)
+        )  # only searches prune
         + (f"  lost: {len(lost)}" if lost else ""),
     ]
     busy = workers if workers is not None else len(running)

@@ -39,6 +39,13 @@ LOWER_IS_BETTER = frozenset({"overfit_gap", "test_loss", "val_loss", "train_loss
                              "epochs_trained", "epochs_run"})  # fmt: skip
 
 
+def check_metric(metric: str) -> str:
+    """``metric`` if it is one of METRICS, else a ValueError naming the valid ones."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    return metric
+
+
 class EpochMetrics(BaseModel):
     epoch: int  # 1-based
     train_loss: float

@@ -39,7 +39,7 @@ from pydantic import (
 from cnnsweep import identity
 from cnnsweep.config import MAX_SEED, Protocol, TrainConfig, make_config
 from cnnsweep.errors import ConfigError, describe_validation_error
-from cnnsweep.results import METRICS
+from cnnsweep.results import check_metric
 from cnnsweep.schema import level_label
 
 Scalar = str | int | float | bool
@@ -191,9 +191,7 @@ class StudySpec(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, metric: str) -> str:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
-        return metric
+        return check_metric(metric)
 
     @field_validator("fixed")
     @classmethod

@@ -1,10 +1,6 @@
 """Resume inside a run: a run interrupted after epoch e resumes at e + 1 from its checkpoint and
 ends exactly as an uninterrupted run; a bad checkpoint means starting over, never a crash."""
 
-import os
-import signal
-import time
-
 import numpy as np
 import pytest
 
@@ -14,7 +10,7 @@ from cnnsweep.data import ImageDataset
 from cnnsweep.store import Store
 from cnnsweep.train import train
 from tests.conftest import pattern_image, write_spec
-from tests.test_runner import cnnsweep
+from tests.test_runner import cnnsweep, kill_session_when
 
 # Dropout (the global random stream), augmentation (the batch-order stream), restore_best (the
 # best weights kept aside) and patience: every piece of state a resume must bring back.
@@ -100,8 +96,8 @@ seeds = [0]
 data = "{data}"
 [fixed]
 width = 0.0625
-max_epochs = 40
-patience = 40
+max_epochs = 10
+patience = 10
 eval_batch_size = 256
 train_eval_images = 0
 [grid]
@@ -116,24 +112,17 @@ def test_a_killed_worker_s_run_resumes_from_its_checkpoint(tmp_path, bars_folder
     journal = tmp_path / "runs" / "resumable" / "journal.log"
     folder = tmp_path / "runs" / "resumable" / "checkpoints"
     args = ["run", str(spec), "--devices", "cpu", "--checkpoint-every", "0"]
-    first = cnnsweep(*args, cwd=tmp_path, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            time.sleep(0.2)
-            records = Store.open(str(journal), "resumable").records() if journal.exists() else []
-            if records and len(records[0].history) >= 3 and list(folder.glob("*.pt")):
-                break
-        else:
-            pytest.fail("the run did not progress")
-        os.killpg(first.pid, signal.SIGKILL)
-    finally:
-        first.wait(timeout=30)
+
+    def three_epochs_checkpointed(records) -> bool:
+        return bool(records and len(records[0].history) >= 3 and list(folder.glob("*.pt")))
+
+    kill_session_when(spec, tmp_path, "resumable", three_epochs_checkpointed,
+                      extra=("--checkpoint-every", "0"))  # fmt: skip
     again = cnnsweep(*args, cwd=tmp_path)
     output, _ = again.communicate(timeout=300)
     assert again.returncode == 0, output
     assert "resuming from checkpoint" in output
     (record,) = Store.open(str(journal), "resumable").records()
     assert record.state == "complete" and record.attempts == 2
-    assert [e["epoch"] for e in record.history] == list(range(1, 41))
+    assert [e["epoch"] for e in record.history] == list(range(1, 11))
     assert not list(folder.glob("*"))  # removed with the run's end

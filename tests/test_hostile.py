@@ -312,7 +312,7 @@ CASES = [
                                              "--claims", p.spec(
         '[[claims]]\nid = "z"\nclaim = "labels grow"\nmetric = "label"\n'
         'tests = [{ factor = "optimizer", greater = "adam", lesser = "sgd" }]\n', "claims.toml")],
-     "is not a numeric result"),
+     "unknown metric 'label'; valid metrics: test_accuracy"),
     ("claims-not-utf8", lambda p: ["report", "--study", "upgrade-tiny", "-o", "out", "--claims",
                                    "latin1.toml"], "is not UTF-8 text"),
 ]  # fmt: skip

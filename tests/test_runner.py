@@ -128,11 +128,11 @@ def test_a_changed_spec_is_refused_with_a_diff_and_results_stay(tiny_spec, tmp_p
     assert len(records) == 24 and {r.state for r in records} == {"complete"}
 
 
-def kill_session_when(spec, tmp_path, study: str, ready, workers: int = 1) -> Path:
-    """Start ``cnnsweep run SPEC`` in a session of its own and SIGKILL the whole session (parent
-    and workers) once ``ready(records)`` holds; returns the study's journal."""
+def kill_session_when(spec, tmp_path, study: str, ready, workers: int = 1, extra=()) -> Path:
+    """Start ``cnnsweep run SPEC [extra]`` in a session of its own and SIGKILL the whole session
+    (parent and workers) once ``ready(records)`` holds; returns the study's journal."""
     journal = tmp_path / "runs" / study / "journal.log"
-    first = cnnsweep("run", str(spec), "--workers", str(workers), "--devices", "cpu",
+    first = cnnsweep("run", str(spec), "--workers", str(workers), "--devices", "cpu", *extra,
                      cwd=tmp_path, start_new_session=True)  # fmt: skip
     try:
         deadline = time.time() + 180

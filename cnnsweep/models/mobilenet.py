@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnsweep.models.common import PooledConvNet, check_image_size, conv_norm, scaled
 from cnnsweep.models.registry import register_model
-from cnnsweep.models.resnet import DROPOUT_P, conv_norm, scaled
 
 # (expansion, output channels, blocks, stride of the first block); stage 2's stride is 1 here
 # where ImageNet's MobileNetV2 has 2, and the stem's stride is 1 where it has 2.
@@ -47,7 +47,7 @@ class InvertedResidual(nn.Module):
         return out + self.shortcut(x) if self.stride == 1 else out
 
 
-class MobileNetV2CIFAR(nn.Module):
+class MobileNetV2CIFAR(PooledConvNet):
     def __init__(
         self,
         num_classes: int = 10,
@@ -57,9 +57,7 @@ class MobileNetV2CIFAR(nn.Module):
         dropout: bool = False,
         width: float = 1.0,
     ) -> None:
-        super().__init__()
-        if min(image_size) < 8:
-            raise ValueError(f"image size {image_size} is too small for three stride-2 stages")
+        check_image_size(image_size)
         channels = scaled(STEM, width)
         layers: list[nn.Module] = [*conv_norm(in_channels, channels, 3, 1, batch_norm),
                                    nn.ReLU6(inplace=True)]  # fmt: skip
@@ -71,15 +69,7 @@ class MobileNetV2CIFAR(nn.Module):
                 channels = out
         last = scaled(LAST, width)
         layers += [*conv_norm(channels, last, 1, 1, batch_norm), nn.ReLU6(inplace=True)]
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        head: list[nn.Module] = [nn.Dropout(DROPOUT_P)] if dropout else []
-        self.classifier = nn.Sequential(*head, nn.Linear(last, num_classes))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        super().__init__(layers, last, num_classes, dropout)
 
 
 @register_model("mobilenetv2")

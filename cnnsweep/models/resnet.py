@@ -12,23 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnsweep.models.common import PooledConvNet, check_image_size, conv_norm, scaled
 from cnnsweep.models.registry import register_model
 
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (channels, stride of the first block)
 BLOCKS_PER_STAGE = 2
-DROPOUT_P = 0.5
-
-
-def scaled(base: int, width: float) -> int:
-    return max(1, round(base * width))
-
-
-def conv_norm(in_channels: int, out_channels: int, kernel: int, stride: int, batch_norm: bool,
-              groups: int = 1) -> list[nn.Module]:  # fmt: skip
-    """A convolution ("same" padding) and, with ``batch_norm``, its batch norm."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2,
-                     groups=groups, bias=not batch_norm)  # fmt: skip
-    return [conv, nn.BatchNorm2d(out_channels)] if batch_norm else [conv]
 
 
 class BasicBlock(nn.Module):
@@ -49,7 +37,7 @@ class BasicBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNet18CIFAR(nn.Module):
+class ResNet18CIFAR(PooledConvNet):
     def __init__(
         self,
         num_classes: int = 10,
@@ -59,9 +47,7 @@ class ResNet18CIFAR(nn.Module):
         dropout: bool = False,
         width: float = 1.0,
     ) -> None:
-        super().__init__()
-        if min(image_size) < 8:  # three stride-2 stages
-            raise ValueError(f"image size {image_size} is too small for three stride-2 stages")
+        check_image_size(image_size)
         channels = scaled(64, width)
         layers: list[nn.Module] = [*conv_norm(in_channels, channels, 3, 1, batch_norm),
                                    nn.ReLU(inplace=True)]  # fmt: skip
@@ -70,15 +56,7 @@ class ResNet18CIFAR(nn.Module):
             for block in range(BLOCKS_PER_STAGE):
                 layers.append(BasicBlock(channels, out, stride if block == 0 else 1, batch_norm))
                 channels = out
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        head: list[nn.Module] = [nn.Dropout(DROPOUT_P)] if dropout else []
-        self.classifier = nn.Sequential(*head, nn.Linear(channels, num_classes))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        super().__init__(layers, channels, num_classes, dropout)
 
 
 @register_model("resnet18")

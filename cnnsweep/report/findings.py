@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cnnsweep.errors import ConfigError, describe_validation_error
 from cnnsweep.report.stats import MIN_PAIRS, Comparison, compare, with_ranks
-from cnnsweep.results import METRICS
+from cnnsweep.results import check_metric
 from cnnsweep.spec import BUILTIN_CLAIMS
 
 Scalar = str | int | float | bool
@@ -41,9 +41,7 @@ class Claim(BaseModel):
     @field_validator("metric")
     @classmethod
     def _numeric_metric(cls, metric: str) -> str:
-        if metric not in METRICS:
-            raise ValueError(f"is not a numeric result; valid metrics: {', '.join(METRICS)}")
-        return metric
+        return check_metric(metric)
 
 
 class ClaimFile(BaseModel):
