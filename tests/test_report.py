@@ -1,3 +1,4 @@
+import math
 import os
 import shutil
 import subprocess
@@ -11,9 +12,8 @@ from PIL import Image
 from cnnsweep.cli import main
 from cnnsweep.errors import CnnsweepError, ConfigError
 from cnnsweep.frame import study_data
-from cnnsweep.report import build_report
+from cnnsweep.report import build_report, stats
 from cnnsweep.report.findings import load_claims
-from cnnsweep.report.stats import bootstrap_interval, compare, probability_of_improvement
 from cnnsweep.store import Store
 from tests.conftest import REPO
 from tests.report_fixture import DIVERGED_INDEX, FAILED_INDEX, WAITING, make_fixture_study
@@ -125,29 +125,91 @@ def test_page_loads_in_headless_chromium_without_console_errors(fixture_report, 
 # --- statistics -----------------------------------------------------------------------------
 
 
-def test_probability_of_improvement_and_intervals():
-    assert probability_of_improvement([1, 2, -1, 0]) == pytest.approx(0.625)
-    low, high = bootstrap_interval(np.arange(100.0))
-    assert low < 49.5 < high and high - low < 20
-    assert np.isnan(bootstrap_interval([3.0])[0])
-    assert bootstrap_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+def wilson(wins: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval, written out here from its formula (independent of the code)."""
+    centre = (wins + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(wins * (n - wins) / n + z * z / 4) / (n + z * z)
+    return centre - half, centre + half
 
 
-def test_compare_pairs_runs_that_differ_only_in_the_factor():
+def test_small_sample_statistics_against_values_worked_out_by_hand():
+    # Sign test: two-sided exact binomial, ties dropped.
+    # 5 of 5: 2/32; 6 of 7: 2*8/128; 6 of 6: 2/64.
+    assert stats.sign_test([1] * 5) == pytest.approx(0.0625)
+    assert stats.sign_test([1] * 6 + [-1]) == pytest.approx(0.125)
+    assert stats.sign_test([1] * 6) == pytest.approx(0.03125)
+    assert stats.sign_test([2, 1, 0, 3]) == pytest.approx(0.25)  # the tie is dropped: 3 of 3
+    assert math.isnan(stats.sign_test([0, 0]))
+    assert stats.MIN_PAIRS == 6  # 5 of 5 cannot reach p < 0.05
+    # Wilson interval of P(A > B), a tie counting one half.
+    assert stats.improvement_interval([1] * 5) == pytest.approx(wilson(5, 5))
+    assert stats.improvement_interval([1] * 6 + [-1]) == pytest.approx(wilson(6, 7))
+    assert stats.improvement_interval([1, 1, 0, -1]) == pytest.approx(wilson(2.5, 4))
+    assert wilson(5, 5)[0] == pytest.approx(0.5655, abs=1e-4)
+    # t interval of a mean: [1, 2, 3] is 2 +- t(0.975, 2) * 1/sqrt(3) = 2 +- 2.4841.
+    low, high = stats.mean_interval([1.0, 2.0, 3.0])
+    assert (low, high) == pytest.approx((2 - 2.48414, 2 + 2.48414), abs=1e-4)
+    assert all(map(math.isnan, stats.mean_interval([3.0])))  # n too small: no interval
+    assert stats.probability_of_improvement([1, 2, -1, 0]) == pytest.approx(0.625)
+
+
+def paired(differences: list[float]) -> pd.DataFrame:
+    """Runs of levels a and b, one pair per seed, b - a given by ``differences``."""
+    rows = [{"factor": level, "seed": seed, "acc": 50.0 + (d if level == "a" else 0)}
+            for seed, d in enumerate(differences) for level in ("a", "b")]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("differences", "outcome"),
+    [
+        ([1.0] * 4, "indistinguishable"),  # 4 of 4: n too small
+        ([1.0] * 5, "indistinguishable"),  # 5 of 5: Wilson clears 0.5, but p = 0.0625
+        ([1.0] * 6, "greater"),  # 6 of 6: p = 0.031, Wilson [0.61, 1]
+        ([1.0] * 6 + [-1.0], "indistinguishable"),  # 6 of 7: p = 0.125
+        ([1.0] * 9 + [-1.0], "greater"),  # 9 of 10: p = 0.021, Wilson [0.60, 0.98]
+        ([-1.0] * 7, "less"),
+    ],
+)  # fmt: skip
+def test_a_verdict_needs_a_clear_interval_and_a_significant_sign_test(differences, outcome):
+    result = stats.compare(paired(differences), "factor", "a", "b", "acc", ["factor"])
+    assert result.pairs == len(differences) and result.outcome == outcome
+
+
+def test_rank_pairing_with_unequal_differences_and_one_to_one_pairs():
     rows = []
-    for seed in range(4):
+    for seed in range(5):
         for optimizer, rates in (("adam", (1e-3, 1e-4)), ("sgd", (1e-2, 1e-3))):
             for rank, lr in enumerate(rates):
-                score = 50 + (5 if optimizer == "adam" else 0) - 3 * rank + seed
-                rows.append({"optimizer": optimizer, "lr": lr, "lr_rank": rank + 1,
-                             "seed": seed, "acc": score})  # fmt: skip
-    frame = pd.DataFrame(rows)
-    result = compare(frame, "optimizer", "adam", "sgd", "acc", ["optimizer", "lr"])
-    assert result.pairs == 8  # matched on lr rank (the learning rates differ per optimizer)
-    assert result.mean_difference == 5 and result.outcome == "greater"
-    assert result.p_a_greater == 1.0 and result.p_ci == (1.0, 1.0)
-    few = compare(frame[frame.seed < 1], "optimizer", "adam", "sgd", "acc", ["optimizer", "lr"])
-    assert few.pairs == 2 and few.outcome == "indistinguishable"  # too few pairs for a verdict
+                score = 50 + (seed * 1.5 if optimizer == "adam" else 0) - 3 * rank + seed
+                if optimizer == "adam" and seed == 0 and rank == 1:
+                    score -= 2  # one loss, so that P(A > B) is not a degenerate 1
+                rows.append({"optimizer": optimizer, "lr": lr, "seed": seed, "acc": score,
+                             "index": len(rows)})  # fmt: skip
+    frame = stats.with_ranks(pd.DataFrame(rows), ["optimizer", "lr"])
+    result = stats.compare(frame, "optimizer", "adam", "sgd", "acc", ["optimizer", "lr"])
+    assert result.pairs == 10  # matched by the rank of the learning rate within each optimizer
+    differences = [seed * 1.5 for seed in range(5) for _ in range(2)]
+    differences[1] -= 2  # seed 0, the lower rate
+    assert result.mean_difference == pytest.approx(np.mean(differences))
+    wins = sum(d > 0 for d in differences) + 0.5 * sum(d == 0 for d in differences)
+    assert result.p_a_greater == pytest.approx(wins / 10)
+    assert result.p_ci == pytest.approx(wilson(wins, 10))
+    # The same configuration and seed run again (a changed spec): one pair, the latest run.
+    again = pd.concat([frame, frame[frame["optimizer"] == "adam"].assign(acc=0.0, index=99)])
+    rerun = stats.compare(again, "optimizer", "adam", "sgd", "acc", ["optimizer", "lr"])
+    assert rerun.pairs == 10 and rerun.mean_a == 0.0
+
+
+def test_holm_adjusts_the_sign_tests_of_a_table():
+    made = [stats.compare(paired(d), "factor", "a", "b", "acc", ["factor"])
+            for d in ([1.0] * 8, [1.0] * 6, [1.0] * 7)]  # fmt: skip
+    raw = [c.sign_p for c in made]
+    assert raw == pytest.approx([2 / 256, 2 / 64, 2 / 128])
+    adjusted = [c.adjusted_p for c in stats.holm(made)]
+    # Holm: smallest x3, next x2 (at least the previous), largest x1 (at least the previous).
+    assert adjusted == pytest.approx([3 * 2 / 256, 2 / 64, 2 * 2 / 128])
+    assert [c.outcome for c in stats.holm(made)] == ["greater", "greater", "greater"]
 
 
 # --- command line and bad input ---------------------------------------------------------------

@@ -100,3 +100,28 @@ def test_a_search_draws_no_more_than_its_budget(tmp_path, bars_folder):
     assert store.records()[0].state == "pruned"
     assert store.enqueue_missing([{"run_id": drawn[0].run_id, "index": 0, "label": "x",
                                    "config": {}, "factors": {}}]) == 0  # fmt: skip
+
+
+def test_samplers_and_pruners_are_optunas_own(tmp_path):
+    from cnnsweep import search
+    from cnnsweep.spec import Study, parse_spec
+
+    def study(options: str) -> Study:
+        text = f'name = "s"\n[fixed]\nmax_epochs = 9\n[search]\ntrials = 4\n{options}\n'
+        return Study(parse_spec(text + "batch_size = [32, 64]\n", "s"), None)
+
+    hyperband = search.pruner(study('pruner = "hyperband"'))
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert hyperband._max_resource == 9  # the runs' epoch limit
+    assert isinstance(search.pruner(study("")), optuna.pruners.NopPruner)
+    assert isinstance(search.sampler(study('sampler = "grid"'), 0), optuna.samplers.GridSampler)
+    assert isinstance(search.sampler(study(""), 0), optuna.samplers.TPESampler)
+    space = search.distributions(
+        study(
+            "lr = { low = 1e-4, high = 1e-1, log = true }\n"
+            "max_train_images = { low = 100, high = 1000 }"
+        )
+    )
+    assert space["lr"] == optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    assert space["max_train_images"] == optuna.distributions.IntDistribution(100, 1000)
+    assert space["batch_size"] == optuna.distributions.CategoricalDistribution([32, 64])

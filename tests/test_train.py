@@ -178,12 +178,31 @@ def test_alexnet_learns_a_grayscale_image_folder(tmp_path):
     assert result.test_accuracy >= 40.0, result.test_accuracy
 
 
-@pytest.mark.slow
-def test_torch_compile_switch_trains(patterns):
-    """``compile=True`` runs the same loop through torch.compile (inductor on CPU)."""
-    result = train(make_config(compile=True, batch_norm=True, **TINY | {"max_epochs": 1}), patterns)
+def test_torch_compile_switch_trains_through_a_captured_graph(patterns, monkeypatch):
+    """``compile=True`` sends the training step through torch.compile: dynamo captures the
+    model's graph and every training step runs it. (The eager backend stands in for inductor:
+    what is tested is that the step is compiled, not inductor's code generation.)"""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **options):
+        compiled.append(options)
+        return real_compile(model, backend="eager", **options)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    torch._dynamo.reset()
+    counters.clear()
+    config = make_config(compile=True, batch_norm=True, **TINY | {"max_epochs": 1})
+    result = train(config, patterns)
+    assert compiled == [{"mode": None, "dynamic": False}]
+    assert counters["stats"]["unique_graphs"] >= 1  # the model's forward was captured
+    assert counters["frames"]["ok"] >= 1
     assert result.config.compile and result.epochs_trained == 1
     assert math.isfinite(result.test_loss) and 0 <= result.test_accuracy <= 100
+    assert result.train_size == 540
 
 
 def test_runs_per_device_auto_fits_memory_and_cores(bars_folder):
@@ -239,3 +258,28 @@ def test_the_future_study_is_the_reports_future_work():
     assert {(r.config.optimizer, r.config.lr) for r in runs} == {
         ("adam", 1e-3), ("sgd", 1e-2), ("rmsprop", 1e-3)}  # fmt: skip
     assert study.spec.claims == "future"
+
+
+def test_holdout_scores_the_test_set_with_the_best_epochs_weights(patterns, monkeypatch):
+    """A run whose validation accuracy peaks at epoch 2 of 6: the test set is scored with the
+    weights validated at epoch 2, not the last epoch's."""
+    import cnnsweep.train as training
+
+    scored = []  # (which split, fingerprint of the weights that scored it)
+    real_evaluate = training.evaluate
+
+    def fingerprinting(model, data, batch_size, use_bf16):
+        weights = torch.cat([p.detach().flatten().double() for p in model.parameters()])
+        scored.append((len(data), float(weights.sum()), float(weights.abs().sum())))
+        return real_evaluate(model, data, batch_size, use_bf16)
+
+    monkeypatch.setattr(training, "evaluate", fingerprinting)
+    config = make_config(optimizer="sgd", lr=0.3, batch_norm=True, patience=10,
+                         train_eval_images=0, **TINY | {"max_epochs": 6})  # fmt: skip
+    result = train(config, patterns)
+    assert result.best_epoch == 2 and result.epochs_trained == 6  # peaks early
+    validations, test = scored[:-1], scored[-1]
+    assert len(validations) == 6 and test[0] == 200
+    assert test[1:] == validations[1][1:]  # the weights of epoch 2
+    assert test[1:] != validations[-1][1:]
+    assert result.val_accuracy == result.history[1].val_accuracy

@@ -68,7 +68,11 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def _interval(low: float, high: float) -> str:
-    return "" if math.isnan(low) else f"[{low:.2f}, {high:.2f}]"
+    return "n too small" if math.isnan(low) else f"[{low:.2f}, {high:.2f}]"
+
+
+def _p_value(p: float) -> str:
+    return "" if math.isnan(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _png(figure) -> tuple[bytes, int, int]:
@@ -271,7 +275,7 @@ def _comparison_row(context: str, c: Comparison) -> dict:
         "difference": f"{c.mean_difference:+.2f}",
         "difference_ci": _interval(*c.difference_ci),
         "p": f"{c.p_a_greater:.2f}", "p_ci": _interval(*c.p_ci),
-        "wilcoxon": _fmt(c.wilcoxon_p, 3),
+        "sign_p": _p_value(c.sign_p), "adjusted_p": _p_value(c.adjusted_p),
         "outcome": {"greater": f"{higher} better", "less": f"{lower} better"}.get(
             c.outcome, "not distinguishable"),
     }  # fmt: skip
@@ -285,7 +289,7 @@ def _effect_row(effect: FactorEffect, comparisons: list[tuple[str, Comparison]])
     return {
         "factor": effect.factor, "term": effect.term,
         "share": "" if math.isnan(effect.share) else f"{100 * effect.share:.0f}%",
-        "p": "< 0.001" if effect.p_value < 0.001 else _fmt(effect.p_value, 3),  # NaN: blank
+        "p": _p_value(effect.p_value),
         "levels": ", ".join(f"{level} {mean:.2f} ({n})" for level, mean, n in effect.level_means),
         "best": effect.best_level, "spread": f"{effect.spread:.2f}",
         "comparison": (f"{clearest.a} − {clearest.b} = {clearest.mean_difference:+.2f} "

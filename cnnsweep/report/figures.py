@@ -114,7 +114,7 @@ def interaction(means: pd.DataFrame, across: str, lines: str, metric: str) -> Re
     title = f"Interaction of {across} and {lines}"
     ax.set_title(title)
     caption = (f"Mean {label(metric)} for each combination of the two factors that matter most, "
-               f"{across} and {lines}, with bootstrap 95% intervals. Parallel lines: each factor "
+               f"{across} and {lines}, with t 95% intervals. Parallel lines: each factor "
                "acts the same whatever the other's level; crossing lines: the best level of one "
                "depends on the other.")  # fmt: skip
     return ReportFigure(file_stem("interaction", across, lines), title, caption, figure)

@@ -18,6 +18,8 @@ from cnnsweep.results import check_metric
 from cnnsweep.spec import BUILTIN_CLAIMS
 
 Scalar = str | int | float | bool
+# Metrics of cost: a diverged run's are cut short by its divergence, so claims leave it out.
+COST_METRICS = frozenset({"train_time", "epochs_trained", "epochs_run", "images_per_second"})
 UNITS = {"test_accuracy": "pts", "overfit_gap": "pts", "best_train_acc": "pts",
          "train_time": "s", "epochs_trained": "epochs", "epochs_run": "epochs"}  # fmt: skip
 
@@ -99,10 +101,11 @@ class Evidence:
             return f"{where}{c.a} vs {c.b}: no matched pairs"
         low, high = c.difference_ci
         p_low, p_high = c.p_ci
+        sign = "" if math.isnan(c.sign_p) else f", sign test p = {c.sign_p:.3g}"
         return (
             f"{where}{c.a} − {c.b} = {c.mean_difference:+.2f} {unit} "
             f"[{_num(low)}, {_num(high)}], P({c.a} > {c.b}) = {c.p_a_greater:.2f} "
-            f"[{_prob(p_low)}, {_prob(p_high)}], {c.pairs} pairs"
+            f"[{_prob(p_low)}, {_prob(p_high)}]{sign}, {c.pairs} pairs"
         )
 
 
@@ -135,7 +138,12 @@ def judge_claim(claim: Claim, frame: pd.DataFrame, factors: list[str]) -> Findin
     """Test one claim on the finished runs of a tidy frame."""
     if claim.metric not in frame.columns:
         return Finding(claim, "inconclusive", [], f"metric {claim.metric!r} is not in the results")
-    frame = with_ranks(frame[frame["finished"]], factors)
+    frame = frame[frame["finished"]]
+    left_out = 0
+    if claim.metric in COST_METRICS:  # a diverged run stopped early: its time says nothing
+        diverged = frame["stop_reason"] == "diverged"
+        left_out, frame = int(diverged.sum()), frame[~diverged]
+    frame = with_ranks(frame, factors)
     evidence: list[Evidence] = []
     for test in claim.tests:
         needed = [test.factor, *([test.within] if test.within else []), *test.where]
@@ -166,10 +174,11 @@ def judge_claim(claim: Claim, frame: pd.DataFrame, factors: list[str]) -> Findin
     else:
         verdict = "inconclusive"
     few = [e for e in evidence if e.comparison.pairs < MIN_PAIRS]
-    note = (
-        f"fewer than {MIN_PAIRS} matched pairs in some tests: no verdict from those" if few else ""
-    )
-    return Finding(claim, verdict, evidence, note)
+    notes = [f"fewer than {MIN_PAIRS} matched pairs in some tests (n too small for a verdict)"
+             if few else "",
+             f"{left_out} diverged run{'s' if left_out != 1 else ''} left out" if left_out
+             else ""]  # fmt: skip
+    return Finding(claim, verdict, evidence, "; ".join(n for n in notes if n))
 
 
 def judge_claims(claims: list[Claim], frame: pd.DataFrame, factors: list[str]) -> list[Finding]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cnnsweep.report.stats import bootstrap_interval
+from cnnsweep.report.stats import mean_interval
 
 
 def level_order(values: pd.Series) -> list:
@@ -37,7 +37,7 @@ def by_level(frame: pd.DataFrame, factor: str, metric: str) -> pd.DataFrame:
 
 
 def interaction_means(frame: pd.DataFrame, across: str, lines: str, metric: str) -> pd.DataFrame:
-    """Mean of ``metric`` (with a bootstrap 95% interval) per level of ``across`` (the x axis)
+    """Mean of ``metric`` (with a t 95% interval) per level of ``across`` (the x axis)
     and of ``lines`` (one line each): ``x``, ``line``, ``mean``, ``low``, ``high``, ``runs``."""
     done = frame[frame["finished"]].dropna(subset=[metric])
     x_order = [str(v) for v in level_order(done[across])]
@@ -47,7 +47,7 @@ def interaction_means(frame: pd.DataFrame, across: str, lines: str, metric: str)
             values = done.loc[(done[lines] == line) & (done[across].astype(str) == x), metric]
             if values.empty:
                 continue
-            low, high = bootstrap_interval(values.to_numpy(float))
+            low, high = mean_interval(values.to_numpy(float))
             rows.append({"x": x, "line": str(line), "mean": float(values.mean()), "low": low,
                          "high": high, "runs": len(values)})  # fmt: skip
     means = pd.DataFrame(rows, columns=["x", "line", "mean", "low", "high", "runs"])
