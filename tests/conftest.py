@@ -157,7 +157,7 @@ def write_spec(path: Path, text: str) -> Path:
 TINY_STUDY = """
 name = "{name}"
 protocol = "holdout"
-seeds = [0, 1, 2]
+seeds = {seeds}
 data = "{data}"
 
 [fixed]
@@ -175,10 +175,11 @@ regularization = [{{ batch_norm = true }}, {{ dropout = true }}]
 
 @pytest.fixture
 def tiny_spec(tmp_path, bars_folder):
-    """Writes TINY_STUDY (12 runs) under a name, with a number of epochs per run."""
+    """Writes TINY_STUDY (4 runs per seed; 3 seeds, 12 runs, unless told) under a name, with a
+    number of epochs per run."""
 
-    def make(name: str = "tiny", epochs: int = 2):
-        text = TINY_STUDY.format(name=name, data=bars_folder, epochs=epochs)
+    def make(name: str = "tiny", epochs: int = 2, seeds: int = 3):
+        text = TINY_STUDY.format(name=name, data=bars_folder, epochs=epochs, seeds=seeds)
         return write_spec(tmp_path / f"{name}.toml", text)
 
     return make

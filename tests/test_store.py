@@ -2,7 +2,9 @@
 
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from optuna.distributions import CategoricalDistribution
@@ -195,3 +197,42 @@ def test_levels_a_changed_spec_adds_stay_out_of_optuna_parameters(store_url):
     trials = store.storage.get_all_trials(store.study_id)
     assert [t.params for t in trials] == [{"lr": 0.1}, {"lr": 0.2}, {}]
     assert trials[2].user_attrs["factors"] == {"lr": 0.30000000000000004}
+
+
+def race(calls) -> list:
+    """Run ``calls`` (functions of no arguments) at the same moment, one thread each."""
+    barrier = threading.Barrier(len(calls))
+
+    def start(call):
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(start, calls))
+
+
+def test_claimants_racing_for_one_waiting_run_exactly_one_wins(store_url):
+    store = Store.open_or_create(store_url, "s")
+    rivals = [Store.open(store_url, "s") for _ in range(4)]  # four processes' connections
+    for i in range(3):
+        store.enqueue_missing(runs(i + 1))  # one more waiting run each round
+        won = race([lambda s=s: s.claim(this_worker()) for s in rivals])
+        assert sum(c is not None for c in won) == 1, won
+    assert [r.state for r in store.records()] == ["running"] * 3
+
+
+def test_two_runs_enqueueing_one_study_at_once_train_no_run_twice(store_url):
+    """Both see every run missing and both enqueue it (forced here, as a race would leave it):
+    the earlier trial of each run is trained, the later one is set aside when claimed."""
+    first, second = (Store.open_or_create(store_url, "s") for _ in range(2))
+    first.enqueue_missing(runs(3))
+    for run in runs(3):
+        second._enqueue(run, 1, {}, {})  # what a racing enqueue_missing did
+    race([lambda: first.enqueue_missing(runs(5)), lambda: second.enqueue_missing(runs(5))])
+    trained = []
+    while (claim := first.claim(this_worker())) is not None:
+        trained.append(claim.run_id)
+        first.finish(claim.trial_id, {"test_accuracy": 1.0}, False)
+    assert sorted(trained) == [f"r{i}" for i in range(5)]  # each run once
+    assert [r.state for r in first.records()] == ["complete"] * 5
+    assert all(run_id is not None for run_id, _ in first.trial_states())

@@ -165,7 +165,9 @@ def test_alexnet_learns_real_cifar10_on_cpu(real_cifar):
     )  # fmt: skip
     result = train(config, real_cifar)
     assert result.test_size == 1000
-    assert result.test_accuracy >= 40.0, result.test_accuracy  # chance is 10%
+    # 47.3% on the AVX512-BF16 machine, 52.8% with seed 1 (chance is 10%): a few points of room
+    # for another CPU's arithmetic, none for a network that does not learn as it should.
+    assert result.test_accuracy >= 43.0, result.test_accuracy
 
 
 @pytest.mark.slow
@@ -175,7 +177,7 @@ def test_alexnet_learns_a_grayscale_image_folder(tmp_path):
     assert data.channels == 1 and data.image_size == (28, 28) and len(data.test_labels) == 1000
     config = make_config(batch_norm=True, width=0.125, max_epochs=6, split=0.8)
     result = train(config, data)
-    assert result.test_accuracy >= 40.0, result.test_accuracy
+    assert result.test_accuracy >= 95.0, result.test_accuracy  # the bars are easy: 100% here
 
 
 def test_torch_compile_switch_trains_through_a_captured_graph(patterns, monkeypatch):
