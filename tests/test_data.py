@@ -97,8 +97,13 @@ def test_a_damaged_cache_entry_is_decoded_again_and_replaced(tmp_path, private_c
     assert [p.name for p in (private_cache / "datasets").iterdir()] == [entry.name]  # no litter
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no request lines on stderr
+        pass
+
+
 def serve(folder: Path):
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler = partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -133,6 +138,29 @@ def test_download_with_wrong_checksum_keeps_nothing(tmp_path, private_cache):
     # Neither the bad archive nor a temporary file, nor the folder made for them.
     assert not (private_cache / "cifar10").exists()
     assert cache_entries(private_cache) == []
+
+
+def test_a_wrong_checksum_through_the_cli_is_one_line_and_keeps_nothing(
+    tmp_path, private_cache, monkeypatch, capsys
+):
+    from cnnsweep.cli import main
+    from tests.test_hostile import snapshot
+
+    archive = write_cifar_archive(tmp_path / "www" / "cifar-10-python.tar.gz")
+    server = serve(archive.parent)
+    mirror = f"http://127.0.0.1:{server.server_port}/{archive.name}"
+    monkeypatch.setenv("CNNSWEEP_CIFAR10_URL", mirror)  # a mirror serving another file
+    before = snapshot(private_cache)
+    try:
+        assert main(["data"]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err  # the download's progress bar, then one error line
+    last = err.rstrip("\n").splitlines()[-1].split("\r")[-1]
+    assert err.count("cnnsweep: error: ") == 1 and last.startswith("cnnsweep: error: ")
+    assert "checksum mismatch" in last and "expected c58f30108f" in last
+    assert snapshot(private_cache) == before  # no archive, no extraction, no cache entry
 
 
 def test_unreachable_download_is_a_one_line_error(private_cache):

@@ -106,6 +106,9 @@ def _png_header(width: int, height: int) -> bytes:
 
 def _write_bad_data(root: Path) -> None:
     bars = root / "bars"
+    # A class folder with one image that is not an image.
+    shutil.copytree(bars, root / "corrupt")
+    (root / "corrupt" / "train" / "class3" / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\n no")
     # A gzip whose CRC fails, an xz cut short, an xz with a flipped byte, a tar with a bad header.
     with tarfile.open(root / "bars.tar.gz", "w:gz") as tar:
         tar.add(bars, arcname="bars")
@@ -200,6 +203,11 @@ CASES = [
     ("decompression-bomb", lambda p: ["data", "bomb"], "image too large bomb/train/class3/huge"),
     ("cifar-label-10", lambda p: ["data", "label10"], "has label 10, outside 0..9"),
     ("cifar-label-negative", lambda p: ["data", "labelneg"], "has label -1, outside 0..9"),
+    ("run-corrupt-image", lambda p: ["run", p.spec('name = "h"\ndata = "corrupt"\n[fixed]\n'
+                                                   'width = 0.0625\n[grid]\nlr = [0.1]\n')],
+     "corrupt image corrupt/train/class3/0002.png"),
+    ("train-corrupt-image", lambda p: ["train", "--data", "corrupt"],
+     "corrupt image corrupt/train/class3/0002.png"),
     # --- specs ----------------------------------------------------------------------------------
     ("dependent-scalar", lambda p: ["run", p.study_spec(grid='optimizer = ["adam"]\n'
                                     'lr = { by = "optimizer", adam = 0.001 }')],

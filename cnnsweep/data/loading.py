@@ -98,8 +98,14 @@ def _archive_kind(path: Path) -> str:
     raise DataError(f"archive {path} holds neither CIFAR-10 batches nor train/ and test/ folders")
 
 
-def ensure_cifar10(*, url: str = cifar10.URL, md5: str = cifar10.MD5, progress=True) -> Path:
-    """The extracted official CIFAR-10 in the cache; downloaded and extracted the first time."""
+MIRROR_VARIABLE = "CNNSWEEP_CIFAR10_URL"  # a mirror of the official archive (same MD5)
+
+
+def ensure_cifar10(*, url: str | None = None, md5: str = cifar10.MD5, progress=True) -> Path:
+    """The extracted official CIFAR-10 in the cache; downloaded and extracted the first time,
+    from ``url``, else $CNNSWEEP_CIFAR10_URL (a mirror), else the official address. Whatever
+    the address, the archive must have the official MD5."""
+    url = url or os.environ.get(MIRROR_VARIABLE) or cifar10.URL
     home = cache.cache_root() / "cifar10"
     folder = home / cifar10.FOLDER_NAME
     if (folder / cifar10.TEST_BATCH).is_file():
