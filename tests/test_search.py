@@ -31,11 +31,15 @@ optimizer = ["adam", "sgd"]
 """
 
 
-@pytest.mark.parametrize("backend", ["journal", "postgresql"])
-def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, tmp_path, bars_folder,
-                                                                 request):  # fmt: skip
+# One worker draws a reproducible sequence (the sampler is seeded by the draw's number), so its
+# pruning is certain; two share one search, and what they draw depends on who finishes first.
+@pytest.mark.parametrize(
+    ("backend", "workers"), [("journal", 1), ("postgresql", 2), ("postgresql", 1)]
+)
+def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, workers, tmp_path,
+                                                                 bars_folder, request):  # fmt: skip
     spec = write_spec(tmp_path / "search.toml", SEARCH.format(data=bars_folder))
-    args = ["run", str(spec), "--workers", "2", "--devices", "cpu"]
+    args = ["run", str(spec), "--workers", str(workers), "--devices", "cpu"]
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
     args += ["--store", url] if url else []
     done = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
@@ -44,9 +48,13 @@ def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, tmp_pa
     store = Store.open(url or str(tmp_path / "runs" / "search" / "journal.log"), "search")
     records = store.records()
     # The budget, give or take a draw made at the very moment another worker drew the last.
-    assert 10 <= len(records) <= 11
+    assert 10 <= len(records) <= 9 + workers
     states = [r.state for r in records]
-    assert set(states) <= {"complete", "pruned"} and "pruned" in states, states
+    assert set(states) <= {"complete", "pruned"}, states
+    if workers == 1:
+        assert "pruned" in states, states
+    else:  # both workers drew runs from the one search
+        assert len({r.worker["pid"] for r in records}) == 2
     assert len({r.run_id for r in records}) == len(records)
     pruned = [r for r in records if r.state == "pruned"]
     assert all(r.result["stop_reason"] == "pruned" and len(r.history) < 4 for r in pruned)
@@ -54,7 +62,7 @@ def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, tmp_pa
     # Optuna sees a search it could go on with: parameters, values, pruned trials.
     study = optuna.load_study(study_name="search", storage=store.storage)
     trials = [t for t in study.trials if not t.user_attrs.get("duplicate")]
-    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE,
+    assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE,
                                          optuna.trial.TrialState.PRUNED}  # fmt: skip
     assert all(set(t.params) == {"lr", "optimizer"} for t in trials)
     # Running again draws nothing more and retries no pruned run.
