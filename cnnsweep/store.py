@@ -529,6 +529,17 @@ class Store:
             self._enqueue(trial.user_attrs, enqueue_attempt, trial.params, trial.distributions)
         return True
 
+    def put_back(self, worker: dict[str, Any], error: str) -> int:
+        """Every run ``worker`` holds goes back to the queue (same attempt): a worker interrupted
+        between claiming a run and training it leaves none behind. Returns how many."""
+        held = [t for t in self._trials(TrialState.RUNNING)
+                if t.user_attrs.get(Attr.WORKER, {}).get("id") == worker["id"]
+                and Attr.RUN_ID in t.user_attrs]  # fmt: skip
+        return sum(
+            self._close_failed(t, error, enqueue_attempt=t.user_attrs.get(Attr.ATTEMPT, 1))
+            for t in held
+        )
+
     def recover_stale(self, grace_seconds: float, max_attempts: int) -> list[str]:
         """Fail the runs of dead workers and enqueue them again, up to ``max_attempts`` each.
 

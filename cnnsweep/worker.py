@@ -157,10 +157,14 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     folder = options.checkpoint_folder(store)
     done = 0
     while True:
-        store.recover_stale(options.grace, options.max_attempts)
-        claim = store.claim(me)
-        if claim is None and study is not None:
-            claim = _draw(store, study, me)
+        try:
+            store.recover_stale(options.grace, options.max_attempts)
+            claim = store.claim(me)
+            if claim is None and study is not None:
+                claim = _draw(store, study, me)
+        except KeyboardInterrupt:  # Ctrl-C between taking a run and starting it
+            store.put_back(me, "interrupted")
+            raise
         if claim is None:
             if not any(r.state.pending for r in store.records()):
                 return done
@@ -170,8 +174,12 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
         if folder is not None:
             key = json.dumps(claim.config, sort_keys=True)
             checkpoint = RunCheckpoint(folder / f"{claim.run_id}.pt", key, options.checkpoint_every)
-        stop = _pruning(store, study, claim) if study is not None else None
-        _run_one(store, claim, data, device, env, options, checkpoint, stop)
+        try:
+            stop = _pruning(store, study, claim) if study is not None else None
+            _run_one(store, claim, data, device, env, options, checkpoint, stop)
+        except KeyboardInterrupt:  # _run_one puts its run back; this covers the moments around
+            store.put_back(me, "interrupted")
+            raise
         done += 1
 
 

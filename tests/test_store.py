@@ -95,6 +95,17 @@ def test_a_silent_worker_is_taken_over_and_its_late_result_refused(store_url):
     assert (record.state, record.result["test_accuracy"], record.attempts) == ("complete", 2.0, 2)
 
 
+def test_a_worker_interrupted_after_claiming_puts_its_run_back(store_url):
+    store = Store.open_or_create(store_url, "s")
+    store.enqueue_missing(runs(2))
+    me, other = this_worker(), this_worker()
+    store.claim(me)
+    store.claim(other)
+    assert store.put_back(me, "interrupted") == 1  # its own run only
+    assert [r.state for r in store.records()] == ["waiting", "running"]
+    assert store.put_back(me, "interrupted") == 0
+
+
 def test_interrupted_run_goes_back_to_the_queue(store_url):
     store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(1))

@@ -263,8 +263,8 @@ def test_the_future_study_is_the_reports_future_work():
 
 
 def test_holdout_scores_the_test_set_with_the_best_epochs_weights(patterns, monkeypatch):
-    """A run whose validation accuracy peaks at epoch 2 of 6: the test set is scored with the
-    weights validated at epoch 2, not the last epoch's."""
+    """A run whose validation accuracy peaks early (epoch 2 of 6 here): the test set is scored
+    with the weights validated at that epoch, not the last epoch's."""
     import cnnsweep.train as training
 
     scored = []  # (which split, fingerprint of the weights that scored it)
@@ -279,9 +279,10 @@ def test_holdout_scores_the_test_set_with_the_best_epochs_weights(patterns, monk
     config = make_config(optimizer="sgd", lr=0.3, batch_norm=True, patience=10,
                          train_eval_images=0, **TINY | {"max_epochs": 6})  # fmt: skip
     result = train(config, patterns)
-    assert result.best_epoch == 2 and result.epochs_trained == 6  # peaks early
+    best = result.best_epoch
+    assert best < result.epochs_trained == 6  # peaks early (epoch 2 or 3, by CPU arithmetic)
     validations, test = scored[:-1], scored[-1]
     assert len(validations) == 6 and test[0] == 200
-    assert test[1:] == validations[1][1:]  # the weights of epoch 2
+    assert test[1:] == validations[best - 1][1:]  # the weights of the best epoch
     assert test[1:] != validations[-1][1:]
-    assert result.val_accuracy == result.history[1].val_accuracy
+    assert result.val_accuracy == result.history[best - 1].val_accuracy
