@@ -64,14 +64,15 @@ class Scale:
 
 
 REAL = Scale(width=1.0, images=20_000, epochs=3, concurrency=(1, 2, 4, 8), preset="full")
-SMOKE = Scale(width=0.0625, images=256, epochs=3, concurrency=(1, 2), preset="smoke")
+SMOKE = Scale(width=0.0625, images=128, epochs=2, concurrency=(1, 2), preset="smoke")
 # (c) in smoke mode: every seed48 configuration, trained for one short epoch.
 SMOKE_PRESET = """
 [presets.smoke]
 width = 0.0625
-max_train_images = 300
-max_test_images = 100
+max_train_images = 100
+max_test_images = 50
 max_epochs = 1
+train_eval_images = 0
 """
 
 

@@ -157,17 +157,17 @@ def test_report_normalization_needs_rgb(patterns):
 
 @pytest.mark.slow
 def test_alexnet_learns_real_cifar10_on_cpu(real_cifar):
-    """The report's network (BN, Adam, lr 1e-3) at width 1/4 on 5,000 real training images."""
+    """The report's network (BN, Adam, lr 1e-3) at width 1/4 on 3,000 real training images."""
     torch.manual_seed(0)
     config = make_config(
         batch_norm=True, optimizer="adam", lr=1e-3, width=0.25, split=0.8,
-        max_train_images=5000, max_test_images=1000, max_epochs=8, patience=3,
+        max_train_images=3000, max_test_images=1000, max_epochs=6, patience=3,
     )  # fmt: skip
     result = train(config, real_cifar)
     assert result.test_size == 1000
-    # 47.3% on the AVX512-BF16 machine, 52.8% with seed 1 (chance is 10%): a few points of room
-    # for another CPU's arithmetic, none for a network that does not learn as it should.
-    assert result.test_accuracy >= 43.0, result.test_accuracy
+    # 48.8% on the AVX512-BF16 machine, 44.4% with seed 1 (chance is 10%): room for another
+    # CPU's arithmetic, none for a network that does not learn as it should.
+    assert result.test_accuracy >= 42.0, result.test_accuracy
 
 
 @pytest.mark.slow
