@@ -99,7 +99,7 @@ def test_the_page_embeds_the_figures_and_shows_every_run(fixture_report):
     assert "in _train_epoch" in html
     assert html.count('class="state-failed"') == 1 and html.count('class="state-diverged"') == 1
     assert html.count('class="state-waiting"') == len(WAITING)
-    assert "93 / 96" in html and "97% complete; 2 waiting, 1 failed, 1 diverged" in html
+    assert "93 / 96" in html and "97% done; 2 waiting, 1 failed, 1 diverged" in html
     assert "Figure 10. Learning curves." in html
     assert "93 finished runs (3 unfinished or failed runs not drawn)" in html
     csv = pd.read_csv(out / "results.csv")

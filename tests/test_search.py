@@ -71,6 +71,7 @@ def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, worker
                                                                    for r in records]  # fmt: skip
     html = (tmp_path / "runs" / "search" / "report" / "report.html").read_text()
     assert 'id="search"' in html and "pruned" in html and 'data-setting="lr"' in html
+    assert "100% done" in html  # pruned runs are done: the search decided them
     assert (tmp_path / "runs" / "search" / "report" / "optimisation_history.png").is_file()
 
 

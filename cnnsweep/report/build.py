@@ -341,7 +341,9 @@ def _render(data: StudyData, frame: pd.DataFrame, analysis: Analysis, pictures) 
         total=total,
         percent=round(100 * len(finished) / total),
         completeness=(
-            f"{round(100 * len(finished) / total)}% complete" + (f"; {others}" if others else "")
+            # A pruned run is done too: the search decided it, and it will not run again.
+            f"{round(100 * (len(finished) + counts.get(RunState.PRUNED, 0)) / total)}% done"
+            + (f"; {others}" if others else "")
         ),
         metric=metric,
         metric_label=label(metric),
