@@ -22,9 +22,9 @@ from optuna.distributions import (
 )
 
 from cnnsweep import identity
-from cnnsweep.config import TrainConfig, make_config
+from cnnsweep.config import make_config
 from cnnsweep.schema import level_label
-from cnnsweep.spec import SearchRange, Study
+from cnnsweep.spec import SearchRange, Study, integer_setting
 
 # A trial's value is a test accuracy: the study maximises it. The pruner watches the per-epoch
 # intermediate values, the validation accuracy (store.record_epoch).
@@ -36,8 +36,7 @@ def distributions(study: Study) -> dict[str, BaseDistribution]:
     space: dict[str, BaseDistribution] = {}
     for name, values in study.spec.search.space.items():
         if isinstance(values, SearchRange):
-            integer = TrainConfig.model_fields[name].annotation in (int, int | None)
-            if integer and values.low.is_integer() and values.high.is_integer():
+            if integer_setting(name, values.low) and integer_setting(name, values.high):
                 space[name] = IntDistribution(int(values.low), int(values.high), log=values.log)
             else:
                 space[name] = FloatDistribution(values.low, values.high, log=values.log)

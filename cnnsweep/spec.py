@@ -370,11 +370,11 @@ class Study:
         candidates = {name: [v.low, v.high] if isinstance(v, SearchRange) else list(v)
                       for name, v in space.items()}  # fmt: skip
         base = {name: values[0] for name, values in candidates.items()}
-        base = {n: int(v) if _integer_setting(n, v) else v for n, v in base.items()}
+        base = {n: int(v) if integer_setting(n, v) else v for n, v in base.items()}
         configs = []
         for name, values in candidates.items():
             for value in values:
-                value = int(value) if _integer_setting(name, value) else value
+                value = int(value) if integer_setting(name, value) else value
                 settings = {**self.settings, **base, name: value, "seed": self.spec.seeds[0]}
                 try:
                     configs.append(make_config(**settings))
@@ -422,7 +422,9 @@ class Study:
         return runs
 
 
-def _integer_setting(name: str, value: Any) -> bool:
+def integer_setting(name: str, value: Any) -> bool:
+    """Whether ``value`` (a search bound, read from TOML as a float) is a whole number for a
+    setting of integer type, so that it is searched and used as an integer."""
     annotation = TrainConfig.model_fields[name].annotation
     return annotation in (int, int | None) and isinstance(value, float) and value.is_integer()
 
