@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from cnnsweep.config import TrainConfig
 from cnnsweep.data.dataset import ImageDataset
@@ -48,7 +49,7 @@ def split_counts(config: TrainConfig, data: ImageDataset) -> tuple[int, int, int
 
 def footprint(config: TrainConfig, data: ImageDataset) -> Footprint:
     """The run's parameter count and an estimate of the memory its training needs."""
-    with torch.device("meta"):
+    with torch.device("meta"), _ShapesOnly():
         model = build_model(config, data)
         activations = _activation_count(model, config.batch_size, data)
     parameters = sum(p.numel() for p in model.parameters())
@@ -60,6 +61,26 @@ def footprint(config: TrainConfig, data: ImageDataset) -> Footprint:
     # Outputs kept for the backward pass, and as many gradients of them in flight.
     total = FLOAT_BYTES * (parameters * per_parameter + 2 * activations) + data_bytes
     return Footprint(parameters, total)
+
+
+_SAME_SHAPE = {torch.nn.functional.batch_norm, torch.nn.functional.dropout}
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """On ``meta`` only shapes exist, and some of its kernels that AlexNet uses (``normal_``,
+    ``linear``, ``batch_norm``, ``dropout``) import TorchDynamo the first time, a second of each
+    ``cnnsweep run``'s start: here random initialisation is a no-op and a layer's output an
+    empty tensor of its shape. (ResNet's residual path still imports it: a second, once.)"""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.normal_:
+            return args[0]
+        if func in _SAME_SHAPE:
+            return args[0].new_empty(args[0].shape)
+        if func is torch.nn.functional.linear:
+            inputs, weight = args[0], args[1]
+            return inputs.new_empty((*inputs.shape[:-1], weight.shape[0]))
+        return func(*args, **(kwargs or {}))
 
 
 def _activation_count(model: nn.Module, batch_size: int, data: ImageDataset) -> int:

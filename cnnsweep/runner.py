@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from cnnsweep.preflight import available_memory, device_memory, footprint, prefl
 from cnnsweep.progress import StudyProgress
 from cnnsweep.schema import level_label
 from cnnsweep.spec import Run, Study, StudySpec
-from cnnsweep.store import Store, StudyNotFound, study_folder
+from cnnsweep.store import RunRecord, Store, StudyNotFound, study_folder
 from cnnsweep.worker import WorkerOptions, worker_process
 
 # Local worker processes: each imports torch and holds its data (hundreds of MB), so thousands
@@ -167,6 +167,8 @@ def run_study(
     base = options or WorkerOptions(store_url=None, study_name=study.name)
     base = replace(base, store_url=store_url, study_name=study.name, data=data)
     store.recover_stale(base.grace, base.max_attempts)  # runs left by a killed earlier session
+    total = study.count_runs(len(runs)) if study.spec.search is not None else len(runs)
+    workers = min(workers, runs_to_do(store.records(), total, study.spec.search is not None))
 
     placements = [str(resolved[i % len(resolved)]) for i in range(workers)]
     on_cpu = max(1, placements.count("cpu"))
@@ -175,10 +177,11 @@ def run_study(
         replace(base, device=device, threads=threads if device == "cpu" else None)
         for device in placements
     ]
-    total = study.count_runs(len(runs)) if study.spec.search is not None else len(runs)
     progress = progress or StudyProgress(total=total, workers=workers)
     try:
-        _supervise(store, worker_options, progress)
+        if worker_options:  # none when every run is done: no process to start
+            _supervise(store, worker_options, progress)
+        progress.update(store.records())
     finally:
         progress.close()
 
@@ -251,6 +254,16 @@ def check_runs_fit(study: Study, data: ImageDataset, devices: list[torch.device]
             raise ConfigError(f"run {run.index + 1} ({run.label}): {exc}") from None
 
 
+def runs_to_do(records: list[RunRecord], total: int, searching: bool) -> int:
+    """Runs waiting or running (a live worker's run may still need taking over), plus, in a
+    search, the trials not drawn yet: more workers than this would find nothing to do."""
+    pending = sum(r.state.pending for r in records)
+    return pending + max(0, total - len(records)) if searching else pending
+
+
+PROGRESS_INTERVAL = 1.0  # seconds between the supervisor's looks at the store
+
+
 def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgress) -> None:
     """Run the workers; replace one that dies while runs remain (a bounded number of times)."""
     context = multiprocessing.get_context("spawn")
@@ -260,7 +273,9 @@ def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgre
     restarts_left = len(options) * max(1, options[0].max_attempts)
     try:
         while any(p.is_alive() for p in processes):
-            time.sleep(1.0)
+            # Woken early by a worker's exit, so that the study ends when its last worker does.
+            multiprocessing.connection.wait([p.sentinel for p in processes if p.is_alive()],
+                                            timeout=PROGRESS_INTERVAL)  # fmt: skip
             records = store.records()
             progress.update(records)
             unfinished = any(r.state.pending for r in records)
@@ -275,7 +290,6 @@ def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgre
                     target=worker_process, args=(options[i],), daemon=True
                 )
                 processes[i].start()
-        progress.update(store.records())
     except KeyboardInterrupt:
         for process in processes:  # they got the same Ctrl-C: let them put their runs back
             process.join(timeout=30)

@@ -616,6 +616,13 @@ class Store:
             )
         return sorted(records, key=lambda r: r.index)
 
+    def has_pending(self) -> bool:
+        """Whether any run waits or runs: a look at those trials alone, no record built."""
+        return any(
+            Attr.RUN_ID in t.user_attrs and not t.user_attrs.get(Attr.DUPLICATE)
+            for t in self._trials(TrialState.WAITING, TrialState.RUNNING)
+        )
+
     def trial_states(self) -> list[tuple[str | None, RunState]]:
         """(run_id, state) of every trial, strays and retries included (for audits and tests)."""
         return [(t.user_attrs.get(Attr.RUN_ID), _STATE_OF[t.state]) for t in self._trials()]

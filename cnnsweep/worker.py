@@ -38,6 +38,11 @@ MIN_HEARTBEAT = 1.0  # seconds
 GRACE_HEARTBEATS = 3  # a run is taken over only after this many heartbeats were missed
 
 
+# An idle worker's first wait (seconds) before it looks at the queue again; each wait doubles up
+# to poll_interval, so a study's last run is noticed at once, a long one is not polled hard.
+FIRST_IDLE_WAIT = 0.1
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     store_url: str | None
@@ -52,7 +57,7 @@ class WorkerOptions:
     # for a database store) and the least seconds between two saves of one run.
     checkpoints: str | None = None
     checkpoint_every: float = 30.0
-    poll_interval: float = 2.0  # seconds between looks at the queue while others still run
+    poll_interval: float = 2.0  # most seconds between looks at the queue while others run
 
     def __post_init__(self) -> None:
         beat, grace = self.heartbeat_interval, self.grace
@@ -156,6 +161,7 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     me = this_worker()
     folder = options.checkpoint_folder(store)
     done = 0
+    idle = FIRST_IDLE_WAIT
     while True:
         try:
             store.recover_stale(options.grace, options.max_attempts)
@@ -166,10 +172,13 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
             store.put_back(me, "interrupted")
             raise
         if claim is None:
-            if not any(r.state.pending for r in store.records()):
+            if not store.has_pending():
                 return done
-            time.sleep(options.poll_interval)  # others still run: one of them may die
+            # Others still run, and one of them may die: look again soon, then less often.
+            time.sleep(idle)
+            idle = min(options.poll_interval, 2 * idle)
             continue
+        idle = FIRST_IDLE_WAIT
         checkpoint = None
         if folder is not None:
             key = json.dumps(claim.config, sort_keys=True)

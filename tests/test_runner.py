@@ -140,21 +140,34 @@ def test_a_changed_spec_is_refused_with_a_diff_and_results_stay(tiny_spec, tmp_p
 def kill_session_when(spec, tmp_path, study: str, ready, workers: int = 1, extra=()) -> Path:
     """Start ``cnnsweep run SPEC [extra]`` in a session of its own and SIGKILL the whole session
     (parent and workers) once ``ready(records)`` holds; returns the study's journal."""
+    journal, _ = signal_session_when(spec, tmp_path, study, ready, signal.SIGKILL, workers, extra)
+    return journal
+
+
+def signal_session_when(
+    spec, tmp_path, study: str, ready, sig: int, workers: int = 1, extra=()
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """Start ``cnnsweep run SPEC [extra]`` in a session of its own and send ``sig`` to the whole
+    session (parent and workers, as a terminal's Ctrl-C does) once ``ready(records)`` holds.
+    Fails, rather than signalling a finished study, when the moment never comes."""
     journal = tmp_path / "runs" / study / "journal.log"
     first = cnnsweep("run", str(spec), "--workers", str(workers), "--devices", "cpu", *extra,
                      cwd=tmp_path, start_new_session=True)  # fmt: skip
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:
+        while time.time() < deadline and first.poll() is None:
             time.sleep(0.3)
             if journal.exists() and ready(Store.open(str(journal), study).records()):
                 break
         else:
-            pytest.fail("the study did not progress")
-        os.killpg(first.pid, signal.SIGKILL)
+            pytest.fail("the study ended or stalled before the moment to signal it")
+        os.killpg(first.pid, sig)
+        output, _ = first.communicate(timeout=120)
     finally:
-        first.wait(timeout=30)
-    return journal
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+    return journal, subprocess.CompletedProcess(first.args, first.returncode, output)
 
 
 def run_again(spec, tmp_path) -> subprocess.CompletedProcess:
@@ -196,26 +209,19 @@ def test_sigkill_and_a_torn_journal_then_the_same_command_finishes_only_what_is_
 
 
 def test_ctrl_c_puts_runs_back_and_the_same_command_finishes(tiny_spec, tmp_path):
-    spec = tiny_spec(name="interrupted", epochs=4, seeds=1)
-    journal = tmp_path / "runs" / "interrupted" / "journal.log"
-    args = ["run", str(spec), "--workers", "2", "--devices", "cpu"]
-    first = cnnsweep(*args, cwd=tmp_path, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.3)
-        if journal.exists() and any(
-            r.state == "running" and r.history
-            for r in Store.open(str(journal), "interrupted").records()
-        ):
-            break  # fmt: skip
-    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
-    output, _ = first.communicate(timeout=120)
-    assert first.returncode == 130, output
-    assert "run the same command again" in output
+    spec = tiny_spec(name="interrupted", epochs=30, seeds=1)  # runs of seconds: a Ctrl-C mid-run
+
+    def one_running(records) -> bool:
+        return any(r.state == "running" and r.history for r in records)
+
+    journal, first = signal_session_when(spec, tmp_path, "interrupted", one_running,
+                                         signal.SIGINT, workers=2)  # fmt: skip
+    assert first.returncode == 130, first.stdout
+    assert "run the same command again" in first.stdout
     store = Store.open(str(journal), "interrupted")
-    assert {r.state for r in store.records()} <= {"complete", "waiting"}  # all put back
-    again = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    states = [r.state for r in store.records()]
+    assert set(states) <= {"complete", "waiting"} and "waiting" in states  # all put back
+    again = run_again(spec, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert_each_run_completed_once(Store.open(str(journal), "interrupted"), 4)
 
