@@ -251,6 +251,12 @@ def test_status_and_export(tiny_spec, tmp_path, capsys, monkeypatch):
     assert list(csv["run_id"]) == list(frame["run_id"])  # the same runs, CSV or Parquet
     assert csv["test_accuracy"].tolist() == pytest.approx(frame["test_accuracy"].tolist())
 
+    def no_workers(*_args):
+        raise AssertionError("a finished study started workers")
+
+    monkeypatch.setattr("cnnsweep.runner._supervise", no_workers)
+    assert main(["run", str(spec), "--devices", "cpu"]) == 0  # all done: the report, at once
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
@@ -39,6 +40,22 @@ def test_enqueue_is_idempotent_and_claims_follow_study_order(store_url):
     assert [c.run_id for c in claimed] == ["r0", "r1", "r2", "r3", "r4", "r5"]
     assert store.claim(me) is None
     assert {r.state for r in store.records()} == {"running"}
+
+
+def test_has_pending_sees_waiting_and_running_runs_only(store_url):
+    store = Store.open_or_create(store_url, "s")
+    assert not store.has_pending()
+    store.enqueue_missing(runs(2))
+    assert store.has_pending()
+    me = this_worker()
+    a, b = store.claim(me), store.claim(me)
+    assert store.has_pending()  # both running
+    assert store.finish(a.trial_id, {"test_accuracy": 50.0, "history": []}, False)
+    assert store.has_pending()
+    assert store.fail(b.trial_id, "ValueError: boom")
+    assert not store.has_pending()
+    optuna.load_study(study_name="s", storage=store.storage).enqueue_trial({})
+    assert not store.has_pending()  # a trial that is not a run of cnnsweep's waits for nobody
 
 
 def test_results_failures_and_divergence_are_recorded(store_url):
