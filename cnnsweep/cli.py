@@ -173,11 +173,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         study, store_url=args.store, workers=1 if args.workers is None else args.workers,
         runs_per_device=args.runs_per_device, devices=args.devices.split(","),
         data=args.data, allow_spec_change=args.allow_spec_change, options=options,
+        report=not args.no_report,
     )  # fmt: skip
     counts = ", ".join(f"{k}: {v}" for k, v in summary.counts.items())
     print(f"study {summary.study} ({summary.store}): {counts}; results in {summary.csv}")
     if summary.report:
         print(f"report: {summary.report}")
+    else:
+        later = f"cnnsweep report --study {summary.study} -o runs/{summary.study}/report"
+        later += " --store URL" if args.store else ""  # never echo a password
+        print(f"report: not written (--no-report); `{later}` writes it")
     return 1 if summary.counts.get(RunState.FAILED) else 0
 
 
@@ -305,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="refuse a study with more runs than this (default: 100,000)")  # fmt: skip
     run.add_argument("--allow-spec-change", action="store_true",
                      help="run a changed spec under an existing study name")  # fmt: skip
+    run.add_argument("--no-report", action="store_true",
+                     help="write the results CSV but not the HTML report (`cnnsweep report` "
+                     "writes it later)")  # fmt: skip
     _add_worker_options(run)
     run.set_defaults(handler=cmd_run)
 

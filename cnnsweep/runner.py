@@ -145,6 +145,7 @@ def run_study(
     options: WorkerOptions | None = None,
     csv_path: Path | None = None,
     progress: StudyProgress | None = None,
+    report: bool = True,
 ) -> RunSummary:
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"invalid --workers {workers}: must be between 1 and {MAX_WORKERS}")
@@ -188,10 +189,12 @@ def run_study(
     records = store.records()
     counts = {s: sum(r.state == s for r in records) for s in sorted({r.state for r in records})}
     csv = write_table(results_frame(records), csv_path or folder / "results.csv", "csv")
+    if not report:  # e.g. one of several machines' `cnnsweep run`: one report, made once, later
+        return RunSummary(study.name, store.display_url, enqueued, counts, csv)
     from cnnsweep.report import build_report  # matplotlib and the rest: only now, once
 
-    report = build_report(study_data(store), folder / "report").html
-    return RunSummary(study.name, store.display_url, enqueued, counts, csv, report)
+    page = build_report(study_data(store), folder / "report").html
+    return RunSummary(study.name, store.display_url, enqueued, counts, csv, page)
 
 
 def parse_runs_per_device(

@@ -111,7 +111,7 @@ def test_a_killed_worker_s_run_resumes_from_its_checkpoint(tmp_path, bars_folder
     spec = write_spec(tmp_path / "resumable.toml", RESUMABLE.format(data=bars_folder))
     journal = tmp_path / "runs" / "resumable" / "journal.log"
     folder = tmp_path / "runs" / "resumable" / "checkpoints"
-    args = ["run", str(spec), "--devices", "cpu", "--checkpoint-every", "0"]
+    args = ["run", str(spec), "--devices", "cpu", "--checkpoint-every", "0", "--no-report"]
 
     def three_epochs_checkpointed(records) -> bool:
         running = records and records[0].state == "running"

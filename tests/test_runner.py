@@ -35,7 +35,7 @@ def assert_each_run_completed_once(store: Store, expected: int) -> None:
     assert [r.state for r in store.records()] == ["complete"] * expected
 
 
-def assert_factors_are_optuna_parameters(store: Store) -> None:
+def assert_factors_are_optuna_parameters(store: Store, runs: int) -> None:
     """Optuna's own API (as optuna-dashboard uses it) sees each run's grid levels as categorical
     parameters, and its importance evaluators can rank them."""
     storage = store.url
@@ -43,7 +43,7 @@ def assert_factors_are_optuna_parameters(store: Store) -> None:
         storage = JournalStorage(JournalFileBackend(store.url))
     study = optuna.load_study(study_name=store.study_name, storage=storage)
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(trials) == 8
+    assert len(trials) == runs
     levels = {"optimizer": ["adam", "sgd"], "lr": [0.001, 0.05],
               "regularization": ["batch_norm", "dropout"]}  # fmt: skip
     for trial in trials:
@@ -57,24 +57,22 @@ def assert_factors_are_optuna_parameters(store: Store) -> None:
     assert set(importances) <= set(levels)
 
 
-@pytest.mark.parametrize("backend", ["journal", "postgresql"])
-def test_three_workers_complete_eight_runs_exactly_once(backend, tiny_spec, tmp_path, request):
+def test_three_workers_complete_eight_runs_exactly_once_on_postgresql(tiny_spec, tmp_path,
+                                                                     postgres_url):  # fmt: skip
+    """Three processes share one PostgreSQL store. (Several workers on one journal file: the
+    kill and Ctrl-C tests below.)"""
     spec = tiny_spec(epochs=20, seeds=2)  # runs of about a second: every worker gets some
-    args = ["run", str(spec), "--workers", "3", "--devices", "cpu"]
-    if backend == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        args += ["--store", url]
+    args = ["run", str(spec), "--workers", "3", "--devices", "cpu", "--store", postgres_url,
+            "--no-report"]  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "complete: 8" in done.stdout
-    store = (
-        Store.open(url if backend == "postgresql" else None, "tiny")
-        if backend != "journal"
-        else Store.open(str(tmp_path / "runs" / "tiny" / "journal.log"), "tiny")
-    )
+    assert "report: not written (--no-report)" in done.stdout and "--store URL" in done.stdout
+    assert not (tmp_path / "runs" / "tiny" / "report").exists()
+    store = Store.open(postgres_url, "tiny")
     assert_each_run_completed_once(store, 8)
-    assert_factors_are_optuna_parameters(store)
+    assert_factors_are_optuna_parameters(store, 8)
     workers = {(r.worker["host"], r.worker["pid"]) for r in store.records()}
     assert len(workers) == 3  # all three processes took part
     assert all(r.environment["torch"] and r.environment["device"] == "cpu" for r in store.records())
@@ -89,7 +87,8 @@ def test_three_workers_complete_eight_runs_exactly_once(backend, tiny_spec, tmp_
 def test_a_worker_killed_mid_run_is_replaced_and_its_run_retried(tiny_spec, tmp_path):
     spec = tiny_spec(name="killed", epochs=30, seeds=2)  # runs of seconds: the kill lands mid-run
     journal = tmp_path / "runs" / "killed" / "journal.log"
-    parent = cnnsweep("run", str(spec), "--workers", "2", "--devices", "cpu", cwd=tmp_path)
+    parent = cnnsweep("run", str(spec), "--workers", "2", "--devices", "cpu", "--no-report",
+                      cwd=tmp_path)  # fmt: skip
     victim = None
     deadline = time.time() + 120
     while victim is None and time.time() < deadline:
@@ -127,12 +126,12 @@ def test_a_changed_spec_is_refused_with_a_diff_and_results_stay(tiny_spec, tmp_p
     size = journal.stat().st_size
     spec.write_text(spec.read_text().replace("max_epochs = 1", "max_epochs = 2"))
     capsys.readouterr()
-    assert main(["run", str(spec), "--devices", "cpu"]) == 2
+    assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "different spec" in err
     assert "spec.fixed.max_epochs: 1 -> 2" in err
     assert journal.stat().st_size == size  # nothing was written
-    assert main(["run", str(spec), "--devices", "cpu", "--allow-spec-change"]) == 0
+    assert main(["run", str(spec), "--devices", "cpu", "--allow-spec-change", "--no-report"]) == 0
     records = Store.open(str(journal), "changing").records()
     assert len(records) == 8 and {r.state for r in records} == {"complete"}
 
@@ -151,8 +150,8 @@ def signal_session_when(
     session (parent and workers, as a terminal's Ctrl-C does) once ``ready(records)`` holds.
     Fails, rather than signalling a finished study, when the moment never comes."""
     journal = tmp_path / "runs" / study / "journal.log"
-    first = cnnsweep("run", str(spec), "--workers", str(workers), "--devices", "cpu", *extra,
-                     cwd=tmp_path, start_new_session=True)  # fmt: skip
+    first = cnnsweep("run", str(spec), "--workers", str(workers), "--devices", "cpu", "--no-report",
+                     *extra, cwd=tmp_path, start_new_session=True)  # fmt: skip
     try:
         deadline = time.time() + 180
         while time.time() < deadline and first.poll() is None:
@@ -171,10 +170,10 @@ def signal_session_when(
 
 
 def run_again(spec, tmp_path) -> subprocess.CompletedProcess:
-    """The same ``cnnsweep run`` command again, with two workers."""
+    """The same ``cnnsweep run`` command again, with two workers (and no report)."""
     return subprocess.run(
-        [sys.executable, "-m", "cnnsweep", "run", str(spec), "--workers", "2", "--devices", "cpu"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "cnnsweep", "run", str(spec), "--workers", "2", "--devices", "cpu",
+         "--no-report"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
 
@@ -224,6 +223,7 @@ def test_ctrl_c_puts_runs_back_and_the_same_command_finishes(tiny_spec, tmp_path
     again = run_again(spec, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert_each_run_completed_once(Store.open(str(journal), "interrupted"), 4)
+    assert_factors_are_optuna_parameters(Store.open(str(journal), "interrupted"), 4)
 
 
 def assert_each_run_completed_once_or_retried(store: Store, runs: int) -> None:
