@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -58,7 +59,17 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(real_cifar, session_cache
     assert list(tmp_path.iterdir()) == [tmp_path / "gpu.json"]  # its study folder was removed
 
 
-def test_gpu_benchmark_stops_at_its_budget(real_cifar, session_cache, tmp_path):
-    figures = run_gpu_bench(session_cache, tmp_path, "--budget-s", "5")
+def test_gpu_benchmark_stops_at_its_budget(real_cifar, session_cache, tmp_path, monkeypatch):
+    """In this process (the command itself: the smoke test above): a budget too small for
+    anything skips every section, and says so."""
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(session_cache))
+    spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "bench" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_bench", gpu)  # its dataclasses look themselves up there
+    spec.loader.exec_module(gpu)
+    out = tmp_path / "gpu.json"
+    gpu.main(["--smoke", "--data", str(SHARED_ARCHIVE), "--device", "cpu", "--json", str(out),
+              "--budget-s", "5"])  # fmt: skip
+    figures = json.loads(out.read_text())
     assert all(row.get("skipped") == "budget" for row in figures["per_run"])
     assert figures["study"] == {"skipped": "budget"} and figures["elapsed_s"] < 30
