@@ -208,7 +208,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = Store.open(args.store, _study_name(args))
     print(f"study {store.study_name} ({store.display_url})")
-    print(status_text(store.records()))
+    print(status_text(store.records(epochs=False)))
     return 0
 
 

@@ -132,9 +132,9 @@ class StudyData:
     environments: list[dict]
 
 
-def study_data(store: Store) -> StudyData:
-    """Gather a stored study for the report."""
-    records = store.records()
+def study_data(store: Store, records: list[RunRecord] | None = None) -> StudyData:
+    """Gather a stored study for the report (from ``records`` when already read)."""
+    records = store.records() if records is None else records
     if not records:
         raise CnnsweepError(f"study {store.study_name!r} has no runs to report")
     return StudyData(

@@ -13,18 +13,21 @@ damage it, and what cnnsweep does about each:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+from optuna.distributions import distribution_to_json
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._file import get_lock_file
 from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import FrozenTrial, TrialState
 
 from cnnsweep.errors import CnnsweepError
 
@@ -33,6 +36,8 @@ log = logging.getLogger("cnnsweep.journal")
 # Seconds after which a journal lock is taken as abandoned (its holder was killed mid-write); an
 # append holds it for milliseconds.
 LOCK_GRACE = 10
+# The same for the enqueue lock (seconds): held while a study's missing runs are found and written.
+ENQUEUE_GRACE = 60
 # Every line Optuna writes starts so (``json.dumps`` of {"op_code": …, "worker_id": …, …}); a torn
 # tail is one that starts as a line would, never arbitrary bytes.
 _LINE_START = b'{"op_code":'
@@ -193,6 +198,33 @@ class CheckedJournalStorage(JournalStorage):
                 f"corrupt journal {self._checked_backend.path}: line {line} cannot be replayed "
                 f"({type(exc).__name__}: {exc})"
             ) from None
+
+    @contextlib.contextmanager
+    def enqueue_lock(self) -> Iterator[None]:
+        """Held while a process reads which runs the study has and appends the missing ones, so
+        that two `cnnsweep run` of one study never both enqueue a run. A lock file of its own
+        (the journal's lock is taken per append, inside this one); broken after ENQUEUE_GRACE
+        seconds, should its holder have been killed."""
+        lock = JournalFileSymlinkLock(str(self._checked_backend.path) + ".enqueue",
+                                      grace_period=ENQUEUE_GRACE)  # fmt: skip
+        with get_lock_file(lock):
+            yield
+
+    def create_waiting_trials(self, study_id: int, templates: list[FrozenTrial]) -> None:
+        """Many WAITING trials in one append (one write, one fsync): each line the one Optuna's
+        create_new_trial writes for that template trial."""
+        worker_id = self._replay_result.worker_id
+        entries = [
+            {"op_code": JournalOperation.CREATE_TRIAL, "worker_id": worker_id, "study_id": study_id,
+             "datetime_start": None, "state": TrialState.WAITING, "value": None, "values": None,
+             "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
+             "params": {k: t.distributions[k].to_internal_repr(v) for k, v in t.params.items()},
+             "user_attrs": t.user_attrs, "system_attrs": {}, "intermediate_values": {}}
+            for t in templates
+        ]  # fmt: skip
+        with self._thread_lock:
+            self._checked_backend.append_logs(entries)
+            self._sync_with_backend()
 
 
 def open_journal(path: Path) -> CheckedJournalStorage:

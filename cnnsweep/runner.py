@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -169,7 +170,8 @@ def run_study(
     base = replace(base, store_url=store_url, study_name=study.name, data=data)
     store.recover_stale(base.grace, base.max_attempts)  # runs left by a killed earlier session
     total = study.count_runs(len(runs)) if study.spec.search is not None else len(runs)
-    workers = min(workers, runs_to_do(store.records(), total, study.spec.search is not None))
+    pending = runs_to_do(store.records(epochs=False), total, study.spec.search is not None)
+    workers = min(workers, pending)
 
     placements = [str(resolved[i % len(resolved)]) for i in range(workers)]
     on_cpu = max(1, placements.count("cpu"))
@@ -182,7 +184,7 @@ def run_study(
     try:
         if worker_options:  # none when every run is done: no process to start
             _supervise(store, worker_options, progress)
-        progress.update(store.records())
+        progress.update(store.records(epochs=False))
     finally:
         progress.close()
 
@@ -193,7 +195,7 @@ def run_study(
         return RunSummary(study.name, store.display_url, enqueued, counts, csv)
     from cnnsweep.report import build_report  # matplotlib and the rest: only now, once
 
-    page = build_report(study_data(store), folder / "report").html
+    page = build_report(study_data(store, records), folder / "report").html  # read once
     return RunSummary(study.name, store.display_url, enqueued, counts, csv, page)
 
 
@@ -264,7 +266,9 @@ def runs_to_do(records: list[RunRecord], total: int, searching: bool) -> int:
     return pending + max(0, total - len(records)) if searching else pending
 
 
-PROGRESS_INTERVAL = 1.0  # seconds between the supervisor's looks at the store
+# Seconds between the supervisor's looks at the store: at least PROGRESS_INTERVAL, and at least
+# PROGRESS_COST times what the last look took, so a huge study is not read back-to-back.
+PROGRESS_INTERVAL, PROGRESS_COST = 1.0, 10
 
 
 def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgress) -> None:
@@ -274,12 +278,15 @@ def _supervise(store: Store, options: list[WorkerOptions], progress: StudyProgre
     for process in processes:
         process.start()
     restarts_left = len(options) * max(1, options[0].max_attempts)
+    interval = PROGRESS_INTERVAL
     try:
         while any(p.is_alive() for p in processes):
             # Woken early by a worker's exit, so that the study ends when its last worker does.
             multiprocessing.connection.wait([p.sentinel for p in processes if p.is_alive()],
-                                            timeout=PROGRESS_INTERVAL)  # fmt: skip
-            records = store.records()
+                                            timeout=interval)  # fmt: skip
+            started = time.monotonic()
+            records = store.records(epochs=False)
+            interval = max(PROGRESS_INTERVAL, PROGRESS_COST * (time.monotonic() - started))
             progress.update(records)
             unfinished = any(r.state.pending for r in records)
             for i, process in enumerate(processes):

@@ -17,13 +17,14 @@ This module knows nothing of PyTorch: configs and results are plain dicts.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,10 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from cnnsweep import rdb
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
-from cnnsweep.journal import open_journal
+from cnnsweep.journal import CheckedJournalStorage, open_journal
 from cnnsweep.schema import ENQUEUED_ATTRS, EPOCH_PREFIX, Attr, RunState, epoch_key
 from cnnsweep.spec import check_name
 
@@ -222,6 +224,8 @@ class Store:
         self.study_name = study_name
         self.url = url
         self.study_id = storage.get_study_id_from_name(study_name)
+        # PostgreSQL with a schema rdb.py knows: queries that read only what each step needs.
+        self._sql = rdb.StudyQueries(storage, self.study_id) if rdb.supports(storage) else None
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -307,13 +311,8 @@ class Store:
     ) -> None:
         """One WAITING trial, created with all its attributes and parameters in one storage
         operation, so no worker can claim a trial whose attributes are half written."""
-        template = optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            user_attrs={key: attrs[key] for key in ENQUEUED_ATTRS} | {Attr.ATTEMPT: attempt},
-            params=params,
-            distributions=distributions,
-        )
-        self.storage.create_new_trial(self.study_id, template_trial=template)
+        waiting = rdb.WaitingTrial(_enqueued_attrs(attrs, attempt), params, distributions)
+        self.storage.create_new_trial(self.study_id, template_trial=_waiting_template(waiting))
 
     def enqueue_missing(self, runs: list[dict[str, Any]]) -> int:
         """Enqueue each run that has no trial waiting, running or finished with a result.
@@ -322,22 +321,54 @@ class Store:
         (schema.ENQUEUED_ATTRS) plus ``params``: each factor's level. A factor's levels over all
         the runs, in order, are the choices of its categorical distribution. A run whose every
         attempt failed counts as missing, so running a study again retries it.
+
+        The missing runs are found and written under a study-wide lock (PostgreSQL: an advisory
+        lock; journal: a lock file), all in one transaction (one append): two processes
+        enqueueing one study at the same moment never enqueue a run twice.
         """
-        present = {
-            t.user_attrs.get(Attr.RUN_ID)
-            for t in self._trials()
-            if t.state != TrialState.FAIL and not t.user_attrs.get(Attr.DUPLICATE)
-        }
-        missing = [run for run in runs if run[Attr.RUN_ID] not in present]
-        distributions = self._distributions(runs)
-        for run in missing:
-            params = {
-                name: level
-                for name, level in run.get("params", {}).items()
-                if level in distributions[name].choices
-            }
-            self._enqueue(run, 1, params, {name: distributions[name] for name in params})
-        return len(missing)
+
+        def missing(present: set[str]) -> list[rdb.WaitingTrial]:
+            distributions = self._distributions(runs)
+            return [
+                rdb.WaitingTrial(_enqueued_attrs(run, 1), params, _subset(distributions, params))
+                for run in runs
+                if run[Attr.RUN_ID] not in present
+                for params in [_known_levels(run, distributions)]
+            ]
+
+        if self._sql is not None:
+            return self._sql.enqueue(missing)
+        with self._enqueue_lock():
+            present = [
+                (t.user_attrs[Attr.RUN_ID], t._trial_id, t.number, t.state)
+                for t in self._trials()
+                if t.state != TrialState.FAIL and Attr.RUN_ID in t.user_attrs
+                and not t.user_attrs.get(Attr.DUPLICATE)
+            ]  # fmt: skip
+            for trial_id in rdb.waiting_twins(present):
+                self._set_aside(trial_id)
+            waiting = missing({run_id for run_id, *_ in present})
+            templates = [_waiting_template(w) for w in waiting]
+            if isinstance(self.storage, CheckedJournalStorage):
+                self.storage.create_waiting_trials(self.study_id, templates)
+            else:  # another database: one trial at a time, duplicates caught at claim
+                for template in templates:
+                    self.storage.create_new_trial(self.study_id, template_trial=template)
+        return len(waiting)
+
+    @contextlib.contextmanager
+    def _enqueue_lock(self) -> Iterator[None]:
+        if isinstance(self.storage, CheckedJournalStorage):
+            with self.storage.enqueue_lock():
+                yield
+        else:
+            yield
+
+    @property
+    def _enqueues_locked(self) -> bool:
+        """Whether this backend enqueues under a study-wide lock (then no claim needs to look
+        for a twin of its run)."""
+        return self._sql is not None or isinstance(self.storage, CheckedJournalStorage)
 
     def _distributions(self, runs: list[dict[str, Any]]) -> dict[str, CategoricalDistribution]:
         """Each factor's categorical distribution: the one its trials already have, else its
@@ -349,10 +380,9 @@ class Store:
             for name, level in run.get("params", {}).items():
                 levels.setdefault(name, {})[level] = None
         distributions = {name: CategoricalDistribution(list(ls)) for name, ls in levels.items()}
-        for trial in self._trials():
-            for name, stored in trial.distributions.items():
-                if name in distributions and isinstance(stored, CategoricalDistribution):
-                    distributions[name] = stored
+        for name, stored in self._stored_distributions().items():
+            if name in distributions and isinstance(stored, CategoricalDistribution):
+                distributions[name] = stored
         for name, stored in distributions.items():
             if added := [level for level in levels[name] if level not in stored.choices]:
                 log.warning(
@@ -362,32 +392,43 @@ class Store:
                 )  # fmt: skip
         return distributions
 
+    def _stored_distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        if self._sql is not None:
+            return self._sql.categorical_distributions()
+        found: dict[str, optuna.distributions.BaseDistribution] = {}
+        for trial in self._trials():
+            for name, stored in trial.distributions.items():
+                found.setdefault(name, stored)
+        return found
+
     def claim(self, worker: dict[str, Any]) -> ClaimedRun | None:
-        """Take the first waiting run (in study order) for ``worker``, or None if none waits."""
-        waiting = sorted(self._trials(TrialState.WAITING), key=lambda t: t.number)
-        for trial in waiting:
-            if Attr.RUN_ID not in trial.user_attrs:
-                continue  # not a run of cnnsweep's: never touched
-            try:
-                if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                    continue  # another worker took it first
-            except UpdateFinishedTrialError:
-                continue
-            self.storage.set_trial_user_attr(trial._trial_id, Attr.WORKER, worker)
-            self.storage.set_trial_user_attr(trial._trial_id, Attr.HEARTBEAT, time.time())
-            if self._is_duplicate(trial):
-                self.storage.set_trial_user_attr(trial._trial_id, Attr.DUPLICATE, True)
-                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                continue
-            attrs = trial.user_attrs
-            return ClaimedRun(
-                trial._trial_id,
-                attrs[Attr.RUN_ID],
-                attrs[Attr.CONFIG],
-                attrs[Attr.LABEL],
-                attrs[Attr.ATTEMPT],
-            )
+        """Take the first waiting run (in study order) for ``worker``, or None if none waits.
+        Reads the head of the queue only: its cost does not grow with the study."""
+        while head := self._waiting_head():
+            for trial_id in head:
+                try:
+                    if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                        continue  # another worker took it first
+                except UpdateFinishedTrialError:
+                    continue
+                self.storage.set_trial_user_attr(trial_id, Attr.WORKER, worker)
+                self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, time.time())
+                trial = self.storage.get_trial(trial_id)
+                if not self._enqueues_locked and self._is_duplicate(trial):
+                    self._set_aside(trial_id)
+                    continue
+                attrs = trial.user_attrs
+                return ClaimedRun(trial_id, attrs[Attr.RUN_ID], attrs[Attr.CONFIG],
+                                  attrs[Attr.LABEL], attrs[Attr.ATTEMPT])  # fmt: skip
         return None
+
+    def _waiting_head(self) -> list[int]:
+        """The trial ids of the first waiting runs, in study order (trials that are not runs of
+        cnnsweep's are never touched)."""
+        if self._sql is not None:
+            return self._sql.waiting_head()
+        waiting = [t for t in self._trials(TrialState.WAITING) if Attr.RUN_ID in t.user_attrs]
+        return [t._trial_id for t in heapq.nsmallest(rdb.HEAD, waiting, key=lambda t: t.number)]
 
     def ask(
         self,
@@ -574,11 +615,15 @@ class Store:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def records(self) -> list[RunRecord]:
+    def records(self, epochs: bool = True) -> list[RunRecord]:
         """One record per run, in study order; the deciding trial is the finished one, else the
-        running one, else the waiting one, else the last failed attempt."""
+        running one, else the waiting one, else the last failed attempt. ``epochs=False``: only
+        running runs keep their history, which on PostgreSQL reads a fraction of the rows (what
+        progress and status show)."""
+        light = not epochs and self._sql is not None
+        trials = self._sql.trials_without_epochs() if light else self._trials()
         by_run: dict[str, list[FrozenTrial]] = {}
-        for trial in self._trials():
+        for trial in trials:
             run_id = trial.user_attrs.get(Attr.RUN_ID)
             if run_id is not None and not trial.user_attrs.get(Attr.DUPLICATE):
                 by_run.setdefault(run_id, []).append(trial)
@@ -618,6 +663,8 @@ class Store:
 
     def has_pending(self) -> bool:
         """Whether any run waits or runs: a look at those trials alone, no record built."""
+        if self._sql is not None:
+            return self._sql.has_pending()
         return any(
             Attr.RUN_ID in t.user_attrs and not t.user_attrs.get(Attr.DUPLICATE)
             for t in self._trials(TrialState.WAITING, TrialState.RUNNING)
@@ -626,6 +673,32 @@ class Store:
     def trial_states(self) -> list[tuple[str | None, RunState]]:
         """(run_id, state) of every trial, strays and retries included (for audits and tests)."""
         return [(t.user_attrs.get(Attr.RUN_ID), _STATE_OF[t.state]) for t in self._trials()]
+
+
+def _enqueued_attrs(attrs: dict[str, Any], attempt: int) -> dict[str, Any]:
+    return {key: attrs[key] for key in ENQUEUED_ATTRS} | {Attr.ATTEMPT: attempt}
+
+
+def _known_levels(
+    run: dict[str, Any], distributions: dict[str, CategoricalDistribution]
+) -> dict[str, Any]:
+    """The run's levels that its factor's stored distribution has (see _distributions)."""
+    return {
+        name: level
+        for name, level in run.get("params", {}).items()
+        if level in distributions[name].choices
+    }
+
+
+def _subset(distributions: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    return {name: distributions[name] for name in params}
+
+
+def _waiting_template(waiting: rdb.WaitingTrial) -> FrozenTrial:
+    return optuna.trial.create_trial(
+        state=TrialState.WAITING, user_attrs=waiting.user_attrs, params=waiting.params,
+        distributions=waiting.distributions,
+    )  # fmt: skip
 
 
 def _worker_gone(worker: dict[str, Any], me: dict[str, Any]) -> bool:

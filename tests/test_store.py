@@ -1,5 +1,6 @@
 """The store's contract, run against every backend (journal file and PostgreSQL)."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from cnnsweep.store import Store, StoreError, resolve_url, this_worker
+from tests.conftest import REPO
 
 
 def runs(count: int = 4) -> list[dict]:
@@ -250,13 +252,15 @@ def test_claimants_racing_for_one_waiting_run_exactly_one_wins(store_url):
 
 
 def test_two_runs_enqueueing_one_study_at_once_train_no_run_twice(store_url):
-    """Both see every run missing and both enqueue it (forced here, as a race would leave it):
-    the earlier trial of each run is trained, the later one is set aside when claimed."""
+    """Twins of three runs, as two racing enqueues of an earlier version left them (forced
+    here), then two enqueues racing now (under the study's lock, so neither makes a twin): the
+    enqueue sets the old twins aside, and every run is trained once."""
     first, second = (Store.open_or_create(store_url, "s") for _ in range(2))
     first.enqueue_missing(runs(3))
     for run in runs(3):
         second._enqueue(run, 1, {}, {})  # what a racing enqueue_missing did
     race([lambda: first.enqueue_missing(runs(5)), lambda: second.enqueue_missing(runs(5))])
+    assert len(first.trial_states()) == 3 + 3 + 2  # no new twin; the old ones set aside
     trained = []
     while (claim := first.claim(this_worker())) is not None:
         trained.append(claim.run_id)
@@ -264,3 +268,75 @@ def test_two_runs_enqueueing_one_study_at_once_train_no_run_twice(store_url):
     assert sorted(trained) == [f"r{i}" for i in range(5)]  # each run once
     assert [r.state for r in first.records()] == ["complete"] * 5
     assert all(run_id is not None for run_id, _ in first.trial_states())
+
+
+def test_enqueues_racing_in_three_processes_create_each_run_once(store_url, tmp_path):
+    """Three `cnnsweep run` of one study starting at the same moment: the study-wide enqueue
+    lock lets one of them find the runs missing; the others find them there."""
+    Store.open_or_create(store_url, "s")
+    script = tmp_path / "enqueue.py"
+    script.write_text(
+        "import sys, time\n"
+        "from cnnsweep.store import Store\n"
+        "from tests.test_store import runs\n"
+        "store = Store.open_or_create(sys.argv[1], 's')\n"
+        "time.sleep(float(sys.argv[2]) - time.time())  # all three start together\n"
+        "print(store.enqueue_missing(runs(150)))\n"
+    )
+    start = str(time.time() + 3)
+    command = [sys.executable, str(script), store_url, start]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(3)
+    ]
+    counts = [int(p.communicate(timeout=120)[0]) for p in processes]
+    assert sorted(counts) == [0, 0, 150]
+    states = Store.open(store_url, "s").trial_states()
+    assert sorted(run_id for run_id, _ in states) == sorted(f"r{i}" for i in range(150))
+
+
+def test_bulk_enqueued_trials_are_what_optunas_own_create_trial_writes(store_url):
+    """The bulk enqueue writes rows (PostgreSQL) or lines (journal) of its own: read back through
+    Optuna, each trial equals the one Optuna's create_new_trial makes from the same template."""
+    bulk = Store.open_or_create(store_url, "bulk")
+    one_by_one = Store.open_or_create(store_url, "one-by-one")
+    bulk.enqueue_missing(runs(3))
+    distributions = bulk._distributions(runs(3))
+    for run in runs(3):
+        one_by_one._enqueue(run, 1, run["params"], distributions)
+    for made, expected in zip(bulk._trials(), one_by_one._trials(), strict=True):
+        assert made.number == expected.number and made.state == expected.state
+        assert made.params == expected.params and made.distributions == expected.distributions
+        assert made.user_attrs == expected.user_attrs
+        assert made.system_attrs == expected.system_attrs == {}
+        assert made.datetime_start is expected.datetime_start is None
+        assert made.value is expected.value is None
+
+
+def test_postgresql_uses_the_schema_queries_and_claims_read_the_queue_head_only(postgres_url):
+    """On PostgreSQL a claim reads a few rows whatever the study's size: counted here as the
+    rows its statements return, for a study of 20 runs and one of 400."""
+    from sqlalchemy import event
+
+    from cnnsweep import rdb
+
+    returned = []
+    rows_per_claim = []
+    for size in (20, 400):
+        store = Store.open_or_create(postgres_url, f"size-{size}")
+        assert store._sql is not None  # this Optuna's schema is one rdb.py knows
+        assert store.storage.get_current_version() in rdb.SCHEMA_VERSIONS
+        store.enqueue_missing(runs(size))
+        for _ in range(size - 5):  # the study near its end: most runs finished
+            claim = store.claim(this_worker())
+            store.finish(claim.trial_id, {"test_accuracy": 1.0, "history": []}, False)
+
+        def count(conn, cursor, statement, parameters, context, executemany):
+            returned.append(max(cursor.rowcount, 0))
+
+        event.listen(store.storage.engine, "after_cursor_execute", count)
+        returned.clear()
+        store.claim(this_worker())
+        event.remove(store.storage.engine, "after_cursor_execute", count)
+        rows_per_claim.append(sum(returned))
+    assert rows_per_claim[1] <= rows_per_claim[0] + 5, rows_per_claim
