@@ -75,23 +75,15 @@ class CheckedJournalFile(JournalFileBackend):
         lock = JournalFileSymlinkLock(str(self.path), grace_period=LOCK_GRACE)
         super().__init__(str(self.path), lock_obj=lock)
         self.last_entry: dict[str, Any] = {}  # the operation read last (replay errors name it)
-        self._check_all_lines()
+
+    def repair_on_open(self) -> None:
+        """Move a torn last line aside. Called once the whole file was read (and so checked,
+        line by line, by read_logs), so that a damaged journal is refused untouched."""
         if self._torn_tail() is not None:
             with get_lock_file(self._lock):
                 self._repair_torn_tail()
 
     # --- checking ----------------------------------------------------------------------------
-
-    def _check_all_lines(self) -> None:
-        with self.path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.endswith(b"\n"):
-                    if not _could_be_torn(raw):
-                        raise JournalError(
-                            f"corrupt journal {self.path}: line {number} is not a journal line"
-                        )
-                    return  # a torn last line: repaired once the lock is held
-                _parse_line(raw, self.path, number)
 
     def _torn_tail(self) -> int | None:
         """The offset where an unterminated last line starts, or None if the file ends a line."""
@@ -122,9 +114,8 @@ class CheckedJournalFile(JournalFileBackend):
             handle.seek(offset)
             tail = handle.read()
             if not _could_be_torn(tail):
-                raise JournalError(
-                    f"corrupt journal {self.path}: its last line is not a journal operation"
-                )
+                raise JournalError(f"corrupt journal {self.path}: its last line is not a journal "
+                                   "line (nor the start of one)")  # fmt: skip
             stamp = time.strftime("%Y%m%dT%H%M%S")
             aside = self.path.with_name(f"{self.path.name}.torn-{stamp}-{os.getpid()}")
             aside.write_bytes(tail)
@@ -183,7 +174,8 @@ class CheckedJournalStorage(JournalStorage):
 
     def __init__(self, backend: CheckedJournalFile) -> None:
         self._checked_backend = backend
-        super().__init__(backend)
+        super().__init__(backend)  # replays the whole file: a damaged line is refused here
+        backend.repair_on_open()
 
     def _sync_with_backend(self) -> None:
         try:

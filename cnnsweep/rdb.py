@@ -34,6 +34,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
 from cnnsweep.schema import EPOCH_PREFIX, Attr
@@ -119,6 +120,27 @@ class StudyQueries:
         )
         with self.engine.connect() as connection:
             return list(connection.execute(query).scalars())
+
+    def mark_taken(self, trial_id: int, attrs: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+        """For a trial this process has just set RUNNING: write ``attrs`` (the worker, its first
+        heartbeat) and read back the user attributes ``keys``, in one round trip, where Optuna's
+        API takes one transaction per attribute and loads the whole trial to read them."""
+        rows = [
+            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+            for key, value in attrs.items()
+        ]
+        upsert = insert(user_attrs).values(rows)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["trial_id", "key"], set_={"value_json": upsert.excluded.value_json}
+        )
+        with self.engine.begin() as connection:
+            connection.execute(upsert)
+            found = connection.execute(
+                select(user_attrs.c.key, user_attrs.c.value_json).where(
+                    user_attrs.c.trial_id == trial_id, user_attrs.c.key.in_(keys)
+                )
+            ).all()
+        return {key: json.loads(value) for key, value in found}
 
     def has_pending(self) -> bool:
         """Whether a run's trial waits or runs (one not set aside as a duplicate)."""

@@ -411,15 +411,19 @@ class Store:
                         continue  # another worker took it first
                 except UpdateFinishedTrialError:
                     continue
-                self.storage.set_trial_user_attr(trial_id, Attr.WORKER, worker)
-                self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, time.time())
-                trial = self.storage.get_trial(trial_id)
-                if not self._enqueues_locked and self._is_duplicate(trial):
-                    self._set_aside(trial_id)
-                    continue
-                attrs = trial.user_attrs
-                return ClaimedRun(trial_id, attrs[Attr.RUN_ID], attrs[Attr.CONFIG],
-                                  attrs[Attr.LABEL], attrs[Attr.ATTEMPT])  # fmt: skip
+                taken = {Attr.WORKER: worker, Attr.HEARTBEAT: time.time()}
+                needed = [Attr.RUN_ID, Attr.CONFIG, Attr.LABEL, Attr.ATTEMPT]
+                if self._sql is not None:
+                    attrs = self._sql.mark_taken(trial_id, taken, needed)
+                else:
+                    for key, value in taken.items():
+                        self.storage.set_trial_user_attr(trial_id, key, value)
+                    trial = self.storage.get_trial(trial_id)
+                    if not self._enqueues_locked and self._is_duplicate(trial):
+                        self._set_aside(trial_id)
+                        continue
+                    attrs = trial.user_attrs
+                return ClaimedRun(trial_id, *(attrs[key] for key in needed))
         return None
 
     def _waiting_head(self) -> list[int]:
@@ -498,12 +502,12 @@ class Store:
         self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, time.time())
 
     def record_epoch(self, trial_id: int, epoch: dict[str, Any], monitored: float | None) -> None:
-        """Store one epoch's metrics (its own attribute: writes stay small as runs grow long),
-        the monitored value as Optuna's intermediate value, and a heartbeat."""
+        """Store one epoch's metrics (its own attribute: writes stay small as runs grow long)
+        and the monitored value as Optuna's intermediate value. (No heartbeat: the worker's
+        heartbeat thread writes one every --heartbeat seconds, epochs or not.)"""
         self.storage.set_trial_user_attr(trial_id, epoch_key(epoch["epoch"]), epoch)
         if monitored is not None and monitored == monitored:  # skip NaN
             self.storage.set_trial_intermediate_value(trial_id, epoch["epoch"], monitored)
-        self.heartbeat(trial_id)
 
     def set_environment(self, trial_id: int, environment: dict[str, Any]) -> None:
         self.storage.set_trial_user_attr(trial_id, Attr.ENVIRONMENT, environment)
