@@ -73,3 +73,20 @@ def test_gpu_benchmark_stops_at_its_budget(real_cifar, session_cache, tmp_path, 
     figures = json.loads(out.read_text())
     assert all(row.get("skipped") == "budget" for row in figures["per_run"])
     assert figures["study"] == {"skipped": "budget"} and figures["elapsed_s"] < 30
+
+
+def test_store_scale_benchmark_measures_a_small_study_and_checks_exactly_once(tmp_path):
+    """bench/store_scale.py on a journal, small: start and end phases, bulk fill, status."""
+    out = tmp_path / "scale.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "store_scale.py"), "--sizes", "40", "--epochs", "3",
+         "--processes", "2", "--stores", "journal", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["store"] == "journal" and row["runs"] == 40 and row["exactly_once"]
+    for phase in ("start", "end"):
+        assert {"claim_ms", "epoch_ms", "finish_ms"} <= set(row[phase]), row
+    assert row["claim_end_over_start"] > 0 and row["status_end_s"] > 0
+    assert "| journal | 40 x 3 | 2 |" in done.stdout

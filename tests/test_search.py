@@ -64,8 +64,9 @@ def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, worker
                                          optuna.trial.TrialState.PRUNED}  # fmt: skip
     assert all(set(t.params) == {"lr", "optimizer"} for t in trials)
     if backend == "journal":  # running again draws nothing more and retries no pruned run
-        again = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=600)  # fmt: skip
+        again = subprocess.run([sys.executable, "-m", "cnnsweep", *args, "--no-report"],
+                               cwd=tmp_path, capture_output=True, text=True,
+                               timeout=600)  # fmt: skip
         assert again.returncode == 0, again.stderr
         assert [(r.run_id, r.state) for r in store.records()] == [(r.run_id, r.state)
                                                                    for r in records]  # fmt: skip
