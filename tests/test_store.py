@@ -316,14 +316,14 @@ def test_bulk_enqueued_trials_are_what_optunas_own_create_trial_writes(store_url
 
 def test_postgresql_uses_the_schema_queries_and_claims_read_the_queue_head_only(postgres_url):
     """On PostgreSQL a claim reads a few rows whatever the study's size: counted here as the
-    rows its statements return, for a study of 20 waiting runs and one of 400."""
+    rows its statements return, for a study of 100 waiting runs and one of 400."""
     from sqlalchemy import event
 
     from cnnsweep import rdb
 
     returned = []
     rows_per_claim = []
-    for size in (20, 400):
+    for size in (100, 400):
         store = Store.open_or_create(postgres_url, f"size-{size}")
         assert store._sql is not None  # this Optuna's schema is one rdb.py knows
         assert store.storage.get_current_version() in rdb.SCHEMA_VERSIONS
