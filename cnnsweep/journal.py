@@ -27,7 +27,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._file import get_lock_file
 from optuna.storages.journal._storage import JournalOperation
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from cnnsweep.errors import CnnsweepError
 
@@ -202,18 +202,30 @@ class CheckedJournalStorage(JournalStorage):
         with get_lock_file(lock):
             yield
 
-    def create_waiting_trials(self, study_id: int, templates: list[FrozenTrial]) -> None:
+    def create_waiting_trials(self, study_id: int, waiting: list) -> None:
         """Many WAITING trials in one append (one write, one fsync): each line the one Optuna's
-        create_new_trial writes for that template trial."""
+        create_new_trial writes for a template trial of those user attributes, parameters and
+        distributions (``waiting``: rdb.WaitingTrial, or anything with those three)."""
         worker_id = self._replay_result.worker_id
-        entries = [
-            {"op_code": JournalOperation.CREATE_TRIAL, "worker_id": worker_id, "study_id": study_id,
-             "datetime_start": None, "state": TrialState.WAITING, "value": None, "values": None,
-             "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
-             "params": {k: t.distributions[k].to_internal_repr(v) for k, v in t.params.items()},
-             "user_attrs": t.user_attrs, "system_attrs": {}, "intermediate_values": {}}
-            for t in templates
-        ]  # fmt: skip
+        as_json: dict[int, str] = {}  # one distribution serves many trials: serialised once
+        entries = []
+        for trial in waiting:
+            distributions = {}
+            for name, distribution in trial.distributions.items():
+                if id(distribution) not in as_json:
+                    as_json[id(distribution)] = distribution_to_json(distribution)
+                distributions[name] = as_json[id(distribution)]
+            params = {
+                name: trial.distributions[name].to_internal_repr(value)
+                for name, value in trial.params.items()
+            }
+            entries.append(
+                {"op_code": JournalOperation.CREATE_TRIAL, "worker_id": worker_id,
+                 "study_id": study_id, "datetime_start": None, "state": TrialState.WAITING,
+                 "value": None, "values": None, "distributions": distributions,
+                 "params": params, "user_attrs": trial.user_attrs, "system_attrs": {},
+                 "intermediate_values": {}}
+            )  # fmt: skip
         with self._thread_lock:
             self._checked_backend.append_logs(entries)
             self._sync_with_backend()

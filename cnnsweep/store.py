@@ -348,12 +348,11 @@ class Store:
             for trial_id in rdb.waiting_twins(present):
                 self._set_aside(trial_id)
             waiting = missing({run_id for run_id, *_ in present})
-            templates = [_waiting_template(w) for w in waiting]
             if isinstance(self.storage, CheckedJournalStorage):
-                self.storage.create_waiting_trials(self.study_id, templates)
+                self.storage.create_waiting_trials(self.study_id, waiting)
             else:  # another database: one trial at a time, duplicates caught at claim
-                for template in templates:
-                    self.storage.create_new_trial(self.study_id, template_trial=template)
+                for trial in waiting:
+                    self.storage.create_new_trial(self.study_id, _waiting_template(trial))
         return len(waiting)
 
     @contextlib.contextmanager
