@@ -9,11 +9,11 @@ journal file and on a private PostgreSQL 15 server; and a check that every run c
 A study of N x E is measured in minutes, not in the hours that writing N x E epochs one at a time
 would take (PostgreSQL commits each write):
 1. enqueue: the N runs, timed (Store.enqueue_missing: one transaction, under the study's lock).
-2. start: P processes each take K runs through the Store API as a worker does (claim, E epoch
-   records, finish), timing each call, while almost every run still waits.
-3. fill: all runs but the last P x K are written as finished, in bulk, with E epochs each: the
-   rows (PostgreSQL) or journal lines the workers write, batched.
-4. end: the P processes take the last P x K runs as in 2.
+2. start: P processes take 40 runs (at least 5 each) through the Store API as a worker does
+   (claim, E epoch records, finish), timing each call, while almost every run still waits.
+3. fill: all runs but the last 40 are written as finished, in bulk, with E epochs each: the rows
+   (PostgreSQL) or journal lines the workers write, batched.
+4. end: the P processes take the last 40 runs as in 2.
 5. status: `cnnsweep status` in a fresh process (open the store, read the runs, format them), at
    the start and at the end.
 6. exactly once: every run complete once, no stray trial.
@@ -43,7 +43,13 @@ from cnnsweep.schema import Attr, epoch_key  # noqa: E402
 from cnnsweep.store import Store, this_worker  # noqa: E402
 
 STUDY = "scale"
-RUNS_PER_PROCESS = 5  # K: runs each process takes at the start and at the end
+# Runs taken at the start and at the end of a study, by all P processes together (at least 5
+# each): the medians are over this many claims.
+RUNS_PER_PHASE = 40
+
+
+def runs_per_process(processes: int) -> int:
+    return max(5, RUNS_PER_PHASE // processes)
 
 
 def runs(count: int) -> list[dict]:
@@ -73,9 +79,11 @@ def result(epochs: int) -> dict:
 # --- one worker process ------------------------------------------------------------------------
 
 
-def work(url: str, epochs: int, quota: int, out) -> None:
-    """Take up to ``quota`` runs as a worker does, timing each store call (seconds)."""
+def work(url: str, epochs: int, quota: int, out, ready) -> None:
+    """Take up to ``quota`` runs as a worker does, timing each store call (seconds); starts when
+    every process has opened the store (a journal's replay is start-up, not a claim)."""
     store = Store.open(url, STUDY)
+    ready.wait()
     me = this_worker()
     times: dict[str, list[float]] = {"claim": [], "epoch": [], "finish": []}
     for _ in range(quota):
@@ -96,10 +104,12 @@ def work(url: str, epochs: int, quota: int, out) -> None:
 
 
 def phase(url: str, epochs: int, processes: int) -> dict[str, float]:
-    """P processes take K runs each; the median time of each store call, in milliseconds."""
+    """P processes take the phase's runs; the median time of each store call, in milliseconds."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    workers = [context.Process(target=work, args=(url, epochs, RUNS_PER_PROCESS, out))
+    quota = runs_per_process(processes)
+    ready = context.Barrier(processes)
+    workers = [context.Process(target=work, args=(url, epochs, quota, out, ready))
                for _ in range(processes)]  # fmt: skip
     for worker in workers:
         worker.start()
@@ -222,7 +232,7 @@ def measure(url: str, size: int, epochs: int, processes: int) -> dict:
            "enqueue_s": round(time.perf_counter() - start, 2),
            "status_start_s": status_seconds(url)}  # fmt: skip
     row["start"] = phase(url, epochs, processes)
-    fill(store, epochs, leave=processes * RUNS_PER_PROCESS)
+    fill(store, epochs, leave=processes * runs_per_process(processes))
     row["end"] = phase(url, epochs, processes)
     row["status_end_s"] = status_seconds(url)
     row["exactly_once"] = exactly_once(store, size)
@@ -237,7 +247,8 @@ def many_processes_share_a_study(url: str, size: int, processes: int, epochs: in
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     start = time.perf_counter()
-    workers = [context.Process(target=work, args=(url, epochs, size, out))
+    ready = context.Barrier(processes)
+    workers = [context.Process(target=work, args=(url, epochs, size, out, ready))
                for _ in range(processes)]  # fmt: skip
     for worker in workers:
         worker.start()

@@ -177,6 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     counts = ", ".join(f"{k}: {v}" for k, v in summary.counts.items())
     print(f"study {summary.study} ({summary.store}): {counts}; results in {summary.csv}")
+    for line in summary.findings:
+        print(line)
     if summary.report:
         print(f"report: {summary.report}")
     else:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from cnnsweep.schema import RunState
 from cnnsweep.store import STATES, RunRecord
@@ -84,6 +85,17 @@ def failure_line(record: RunRecord) -> str:
     return f"{record.error} ({frames[-1]})" if frames else str(record.error)
 
 
+RECENT_RUNS = 5  # finished runs listed under the live bar
+
+
+def ended_detail(record: RunRecord) -> str:
+    """An ended run's outcome: its test accuracy and epochs, or its error."""
+    result = record.result or {}
+    if "test_accuracy" in result:
+        return f"test_acc={result['test_accuracy']:.2f} epochs={result['epochs_trained']}"
+    return f"error: {record.error}"
+
+
 class StudyProgress:
     """Feed it the store's records now and then; it shows what changed."""
 
@@ -104,6 +116,9 @@ class StudyProgress:
                 TextColumn("eta {task.fields[eta]}"), console=self.console,
             )  # fmt: skip
             self.task = self.bar.add_task("runs", total=total, states="", eta="unknown")
+            # The last runs to finish, shown under the bar (their states as last seen).
+            self._recent: deque[str] = deque(maxlen=RECENT_RUNS)
+            self._ended: dict[str, str] | None = None
             self._live = Live(Group(self.bar), console=self.console, refresh_per_second=4)
             self._live.start()
 
@@ -115,6 +130,10 @@ class StudyProgress:
             states = " ".join(f"{s}:{counts[s]}" for s in STATES if counts.get(s))
             self.bar.update(self.task, completed=done, total=len(records), states=states, eta=eta)
             table = Table.grid(padding=(0, 1))
+            for line in self._newly_ended(records):
+                self._recent.append(line)
+            for line in self._recent:
+                table.add_row("  ✓", Text(line, style="dim"))
             now = time.time()
             for record in records:
                 if record.state == RunState.RUNNING:
@@ -135,14 +154,18 @@ class StudyProgress:
                 self._print(f"start    {record.label} (attempt {record.attempts})")
                 self._print_new_epochs(record)
             elif record.state.ended:
-                result = record.result or {}
-                if "test_accuracy" in result:
-                    detail = (f"test_acc={result['test_accuracy']:.2f} "
-                              f"epochs={result['epochs_trained']}")  # fmt: skip
-                else:
-                    detail = f"error: {record.error}"
-                self._print(f"[{done}/{len(records)}] {record.state:<8} {record.label} {detail} "
-                            f"(eta {eta})")  # fmt: skip
+                self._print(f"[{done}/{len(records)}] {record.state:<8} {record.label} "
+                            f"{ended_detail(record)} (eta {eta})")  # fmt: skip
+
+    def _newly_ended(self, records: list[RunRecord]) -> list[str]:
+        """Live mode: a line for each run that ended since the last look (none on the first
+        look, whose ended runs an earlier session finished)."""
+        first = self._ended is None
+        ended = {r.run_id: r.state for r in records if r.state.ended}
+        fresh = [] if first else [r for r in records if r.state.ended
+                                  and self._ended.get(r.run_id) != r.state]  # fmt: skip
+        self._ended = ended
+        return [f"{r.state:<8} {r.label} {ended_detail(r)}" for r in fresh]
 
     def _print_new_epochs(self, record: RunRecord) -> None:
         """Plain mode: one line per epoch of a running run, as it is recorded."""

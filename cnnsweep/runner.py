@@ -11,7 +11,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,7 @@ class RunSummary:
     counts: dict[str, int]
     csv: Path | None
     report: Path | None = None
+    findings: list[str] = field(default_factory=list)  # the report's summary, a line each
 
 
 def run_dicts(study: Study, identity_version: int = IDENTITY_VERSION) -> list[dict]:
@@ -195,8 +196,9 @@ def run_study(
         return RunSummary(study.name, store.display_url, enqueued, counts, csv)
     from cnnsweep.report import build_report  # matplotlib and the rest: only now, once
 
-    page = build_report(study_data(store, records), folder / "report").html  # read once
-    return RunSummary(study.name, store.display_url, enqueued, counts, csv, page)
+    built = build_report(study_data(store, records), folder / "report")  # read once
+    return RunSummary(study.name, store.display_url, enqueued, counts, csv, built.html,
+                      built.summary)  # fmt: skip
 
 
 def parse_runs_per_device(

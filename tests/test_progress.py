@@ -1,5 +1,7 @@
 import io
 
+from rich.console import Console
+
 from cnnsweep.progress import StudyProgress, eta_seconds, status_text
 from cnnsweep.store import RunRecord
 
@@ -50,6 +52,26 @@ def test_live_progress_renders_on_a_terminal():
     progress.update([record(0, "running", [EPOCH]), record(1, "waiting")])
     progress.close()
     assert "runs" in stream.getvalue() and "run0: epoch 1/3" in stream.getvalue()
+
+
+def test_live_progress_lists_the_last_finished_runs_under_the_bar():
+    stream = io.StringIO()
+    progress = StudyProgress(total=8, workers=1, stream=stream, live=True)
+    earlier = record(0, "complete", result={"test_accuracy": 11.0, "epochs_trained": 3})
+    progress.update([earlier] + [record(i, "waiting") for i in range(1, 8)])
+    for done in range(1, 8):  # one more run finishes at each look
+        finished = [record(i, "complete", result={"test_accuracy": 40.0 + i, "epochs_trained": 3})
+                    for i in range(1, done + 1)]  # fmt: skip
+        progress.update([earlier, *finished] + [record(i, "waiting") for i in range(done + 1, 8)])
+    progress._live.refresh()
+    shown = progress._live.renderable
+    progress.close()
+    text = io.StringIO()
+    Console(file=text, width=120).print(shown)
+    lines = [ln for ln in text.getvalue().splitlines() if "✓" in ln]
+    # The five latest, oldest first; the run an earlier session finished is not news.
+    assert [ln.split()[2] for ln in lines] == ["run3", "run4", "run5", "run6", "run7"]
+    assert "test_acc=47.00 epochs=3" in lines[-1]
 
 
 def test_status_text_lists_runs_in_flight_and_failures():

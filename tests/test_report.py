@@ -140,6 +140,17 @@ def test_findings_follow_from_the_planted_effects(fixture_report):
     assert evidence["c"][1]["pairs"] == 0  # no rmsprop here
 
 
+def test_the_end_summary_names_the_planted_best_configuration(fixture_report):
+    """The lines `cnnsweep run` ends with: batch norm (+8 points) with Adam (+2) is planted as
+    best, batch norm as what matters most."""
+    _, files, _ = fixture_report
+    best, mattered, claims = files.summary
+    assert best.startswith("best: ") and "test_accuracy" in best and "95% CI" in best
+    assert "optimizer=adam" in best and "regularization=batch_norm" in best
+    assert mattered.startswith("mattered most: regularization (") and "best batch_norm" in mattered
+    assert claims.startswith("claims: ") and claims.endswith("(of 7)")
+
+
 def test_a_study_where_dropout_wins_contradicts_claim_a(tmp_path):
     store = make_fixture_study(tmp_path, name="dropout-wins", dropout_wins=True)
     files = build_report(study_data(store), tmp_path / "out")

@@ -247,7 +247,8 @@ def test_status_and_export(tiny_spec, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = tiny_spec(name="small", epochs=1, seeds=1)
     assert main(["run", str(spec), "--devices", "cpu"]) == 0
-    capsys.readouterr()
+    ended = capsys.readouterr().out.splitlines()  # the study's findings, then the report
+    assert any(line.startswith("best: ") for line in ended) and ended[-1].startswith("report: ")
     assert main(["status", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "runs: 4" in out and "complete: 4" in out and "eta: 0m00s" in out

@@ -17,7 +17,8 @@ import math
 import platform
 import shutil
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class ReportFiles:
     html: Path
     csv: Path
     figures: list[Path]
+    summary: list[str] = field(default_factory=list)  # what the study found, a line each
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -232,7 +234,30 @@ def build_report(data: StudyData, out_dir: Path, claims: str | None = None) -> R
         raise CnnsweepError(f"cannot write the report to {out_dir}: {exc.strerror}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ReportFiles(page, csv, moved)
+    return ReportFiles(page, csv, moved, findings_summary(frame, analysis))
+
+
+def findings_summary(frame: pd.DataFrame, analysis: Analysis) -> list[str]:
+    """What the study found, for the terminal: the best configuration, what mattered most, and
+    the claims' verdicts."""
+    metric = analysis.metric
+    lines = []
+    if best := _configurations(frame[frame["finished"]], metric)[:1]:
+        top = best[0]
+        spread = (f"mean of {top['runs']} runs, 95% CI {top['ci']}" if top["runs"] > 1
+                  else "one run")  # fmt: skip
+        lines.append(f"best: {top['configuration']}: {metric} {top['mean']:.2f} ({spread})")
+    ranked = [e for e in analysis.effects if e.share == e.share]  # NaN shares: unknown
+    if ranked:
+        parts = [f"{e.factor} ({e.share:.0%} of the variance, best {e.best_level})"
+                 for e in ranked[:2]]  # fmt: skip
+        lines.append("mattered most: " + ", then ".join(parts))
+    if analysis.findings:
+        counts = Counter(f.verdict for f in analysis.findings)
+        verdicts = ", ".join(f"{counts[v]} {v}" for v in ("supported", "contradicted",
+                                                          "inconclusive") if counts[v])  # fmt: skip
+        lines.append(f"claims: {verdicts} (of {len(analysis.findings)})")
+    return lines
 
 
 def _staging_folder(out_dir: Path) -> Path:
