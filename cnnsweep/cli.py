@@ -156,11 +156,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_runs is not None and args.max_runs < 1:
         raise CnnsweepError(f"invalid --max-runs {args.max_runs}: must be at least 1")
     study = _study_from_args(args)
+    workers = 1 if args.workers is None else args.workers
     if args.dry_run:
         runs = study.runs(stored_identity_version(study, args.store))
         for run in runs:
             print(f"{run.index + 1:4d}  {run.run_id}  {run.label}")
         print(f"{len(runs)} runs in study {study.name!r}", file=sys.stderr)
+        if (estimate := _dry_run_estimate(study, args, workers)) is not None:
+            _show_estimate(estimate, study, assume_yes=True)
         return 0
     options = WorkerOptions(
         store_url=args.store, study_name=study.name, max_attempts=args.max_attempts,
@@ -169,12 +172,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.runs_per_device is not None and args.workers is not None:
         raise CnnsweepError("give --workers or --runs-per-device, not both")
-    summary = run_study(
-        study, store_url=args.store, workers=1 if args.workers is None else args.workers,
-        runs_per_device=args.runs_per_device, devices=args.devices.split(","),
-        data=args.data, allow_spec_change=args.allow_spec_change, options=options,
-        report=not args.no_report,
-    )  # fmt: skip
+    try:
+        summary = run_study(
+            study, store_url=args.store, workers=workers,
+            runs_per_device=args.runs_per_device, devices=args.devices.split(","),
+            data=args.data, allow_spec_change=args.allow_spec_change, options=options,
+            report=not args.no_report,
+            before_start=lambda estimate: _show_estimate(estimate, study, args.yes),
+        )  # fmt: skip
+    except NotStarted:
+        print("cnnsweep: not started; nothing was stored", file=sys.stderr)
+        return 1
     counts = ", ".join(f"{k}: {v}" for k, v in summary.counts.items())
     print(f"study {summary.study} ({summary.store}): {counts}; results in {summary.csv}")
     for line in summary.findings:
@@ -186,6 +194,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         later += " --store URL" if args.store else ""  # never echo a password
         print(f"report: not written (--no-report); `{later}` writes it")
     return 1 if summary.counts.get(RunState.FAILED) else 0
+
+
+class NotStarted(Exception):
+    """The user declined a long study at the estimate's question."""
+
+
+ASK_ABOVE_S = 3600.0  # an interactive `cnnsweep run` asks before a study longer than this
+
+
+def _dry_run_estimate(study, args: argparse.Namespace, workers: int):
+    """The estimate without running anything (None, said so, when it needs a download)."""
+    from cnnsweep.data import load_data
+    from cnnsweep.data.loading import cifar10_is_cached
+    from cnnsweep.devices import resolve_device
+    from cnnsweep.runner import existing_store, study_estimate
+
+    source = args.data or study.spec.data
+    if source is None and not cifar10_is_cached():
+        print("estimate: needs the data; give --data PATH, or run once (CIFAR-10 is downloaded "
+              "then)", file=sys.stderr)  # fmt: skip
+        return None
+    devices = [resolve_device(d) for d in args.devices.split(",")]
+    data = load_data(source, progress=False)
+    return study_estimate(study, existing_store(study, args.store), data, devices, workers)
+
+
+def _show_estimate(estimate, study, assume_yes: bool) -> None:
+    """Print the estimate; on a CPU past an hour, name the faster options; at a terminal, past
+    ASK_ABOVE_S, ask once (``--yes`` and a non-interactive run never ask)."""
+    import torch
+
+    from cnnsweep.estimate import duration
+
+    for line in estimate.lines():
+        print(line, file=sys.stderr)
+    if estimate.long_on_cpu:
+        faster = [f"--preset {name}" for name in study.spec.presets if name != study.preset]
+        gpu = "--devices cuda:0" + ("" if torch.cuda.is_available() else " on a GPU machine")
+        print(f"cnnsweep: this is over an hour on this CPU (up to "
+              f"{duration(estimate.seconds[1])}); faster: " + ", ".join([*faster, gpu]),
+              file=sys.stderr)  # fmt: skip
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    if assume_yes or not interactive or estimate.seconds[1] <= ASK_ABOVE_S:
+        return
+    print("start it? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise NotStarted
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -312,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="refuse a study with more runs than this (default: 100,000)")  # fmt: skip
     run.add_argument("--allow-spec-change", action="store_true",
                      help="run a changed spec under an existing study name")  # fmt: skip
+    run.add_argument("--yes", action="store_true",
+                     help="start without asking, however long the estimate")  # fmt: skip
     run.add_argument("--no-report", action="store_true",
                      help="write the results CSV but not the HTML report (`cnnsweep report` "
                      "writes it later)")  # fmt: skip

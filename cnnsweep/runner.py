@@ -11,6 +11,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.cache import save_cached
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
+from cnnsweep.estimate import StudyEstimate, estimate_study
 from cnnsweep.frame import results_frame, study_data, write_table
 from cnnsweep.identity import IDENTITY_VERSION, OUTSIDE_IDENTITY
 from cnnsweep.preflight import available_memory, device_memory, footprint, preflight
@@ -112,9 +114,16 @@ def runs_document(document: dict) -> dict:
 def open_study_store(study: Study, store_url: str | None, allow_spec_change: bool) -> Store:
     """Create or open the study's store; refuse a spec whose runs changed unless allowed."""
     store = Store.open_or_create(store_url, study.name)
-    store.identity_version  # noqa: B018  (refuses a study of a newer cnnsweep before any write)
+    if check_stored_spec(store, study, allow_spec_change):
+        store.set_document(study.document())
+    return store
+
+
+def check_stored_spec(store: Store, study: Study, allow_spec_change: bool) -> bool:
+    """Refuse (reading only) a study of a newer cnnsweep, and a spec whose runs differ from the
+    stored one's unless allowed; returns whether the stored spec needs writing."""
+    store.identity_version  # noqa: B018  (refuses a study of a newer cnnsweep)
     stored, new = store.document(), study.document()
-    changed = stored is None or normalized_document(stored) != new
     if stored is not None and not allow_spec_change:
         old_runs, new_runs = runs_document(normalized_document(stored)), runs_document(new)
         if old_runs != new_runs:
@@ -122,9 +131,24 @@ def open_study_store(study: Study, store_url: str | None, allow_spec_change: boo
                 f"study {study.name!r} exists in {store.display_url} with a different spec "
                 f"(pass --allow-spec-change to run the new one): {spec_diff(old_runs, new_runs)}"
             )
-    if changed:
-        store.set_document(new)
-    return store
+    return stored is None or normalized_document(stored) != new
+
+
+def existing_store(study: Study, store_url: str | None) -> Store | None:
+    try:
+        return Store.open(store_url, study.name)
+    except StudyNotFound:
+        return None
+
+
+def study_estimate(
+    study: Study, store: Store | None, data: ImageDataset, devices: list[torch.device],
+    workers: int,
+) -> StudyEstimate:  # fmt: skip
+    """How long the runs still to do will take here (cnnsweep.estimate); reads the store only."""
+    stored = store.records(epochs=False) if store is not None else []
+    version = store.identity_version if store is not None else IDENTITY_VERSION
+    return estimate_study(study, stored, data, devices, workers, version)
 
 
 def stored_identity_version(study: Study, store_url: str | None) -> int:
@@ -148,7 +172,10 @@ def run_study(
     csv_path: Path | None = None,
     progress: StudyProgress | None = None,
     report: bool = True,
+    before_start: Callable[[StudyEstimate], None] | None = None,
 ) -> RunSummary:
+    """Run ``study`` to completion: check, (show the estimate to ``before_start``, which may
+    raise to stop here), enqueue, train with local workers, write the CSV and the report."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"invalid --workers {workers}: must be between 1 and {MAX_WORKERS}")
     devices = devices or ["auto"]
@@ -162,6 +189,10 @@ def run_study(
     if runs_per_device is not None:
         per_device = parse_runs_per_device(runs_per_device, study, dataset, resolved)
         workers = per_device * len(resolved)
+    if before_start is not None:  # the estimate, after the checks, before anything is written
+        if (stored := existing_store(study, store_url)) is not None:
+            check_stored_spec(stored, study, allow_spec_change)
+        before_start(study_estimate(study, stored, dataset, resolved, workers))
     store = open_study_store(study, store_url, allow_spec_change)
     save_cached(dataset)
     del dataset

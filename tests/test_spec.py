@@ -56,8 +56,11 @@ def test_seeds_can_be_a_count(tmp_path):
 
 def test_dry_run_prints_every_run(capsys):
     assert main(["run", "seed48", "--dry-run"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert len(out) == 48 and "regularization=dropout" in out[1]
+    # No data given and none cached: the estimate says what it needs; nothing is downloaded.
+    assert "estimate: needs the data; give --data PATH" in captured.err
 
 
 @pytest.mark.parametrize(

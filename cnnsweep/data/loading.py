@@ -101,6 +101,11 @@ def _archive_kind(path: Path) -> str:
 MIRROR_VARIABLE = "CNNSWEEP_CIFAR10_URL"  # a mirror of the official archive (same MD5)
 
 
+def cifar10_is_cached() -> bool:
+    """Whether the official CIFAR-10 is already in the cache (ensure_cifar10 needs no download)."""
+    return (cache.cache_root() / "cifar10" / cifar10.FOLDER_NAME / cifar10.TEST_BATCH).is_file()
+
+
 def ensure_cifar10(*, url: str | None = None, md5: str = cifar10.MD5, progress=True) -> Path:
     """The extracted official CIFAR-10 in the cache; downloaded and extracted the first time,
     from ``url``, else $CNNSWEEP_CIFAR10_URL (a mirror), else the official address. Whatever
@@ -108,7 +113,7 @@ def ensure_cifar10(*, url: str | None = None, md5: str = cifar10.MD5, progress=T
     url = url or os.environ.get(MIRROR_VARIABLE) or cifar10.URL
     home = cache.cache_root() / "cifar10"
     folder = home / cifar10.FOLDER_NAME
-    if (folder / cifar10.TEST_BATCH).is_file():
+    if cifar10_is_cached():
         return folder
     archive = home / cifar10.ARCHIVE_NAME
     created = not home.exists()

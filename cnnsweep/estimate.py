@@ -1,0 +1,175 @@
+"""Before a study starts: how long it will take on this machine, as a range.
+
+Training images = runs still to do x epochs x training images per epoch, the epochs between the
+earliest stop early stopping allows (``patience + 1``; or the mean of the runs this store has
+already finished) and ``max_epochs``. Each epoch also evaluates (the validation split and the
+eval-mode probe; the test set once per run), counted at EVAL_SPEEDUP x the training speed.
+
+The speed, per run shape (model, width, batch size, amp): what this store's finished runs of that
+shape trained at, else a short timed probe on the device: PROBE_BATCHES training steps, timed
+after one untimed epoch of warm-up. Several workers on one CPU share its cores, so on a CPU the
+study goes at the probe's speed; each GPU listed adds one probe's speed (a lower bound: runs that
+share a GPU overlap).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from cnnsweep.config import TrainConfig
+from cnnsweep.data.dataset import ImageDataset
+from cnnsweep.preflight import split_counts
+from cnnsweep.spec import Study
+from cnnsweep.store import RunRecord
+
+PROBE_BATCHES = 3  # timed training steps of the speed probe
+EVAL_SPEEDUP = 3.0  # evaluation is a forward pass only, at a larger batch: ~3x training's speed
+RUN_OVERHEAD_S = 1.0  # per run: building the model, preflight, the store's writes (seconds)
+STUDY_OVERHEAD_S = 5.0  # per study: starting the workers, writing the report (seconds)
+LONG_ON_CPU_S = 3600.0  # above this on a CPU, say so and name the faster options
+
+
+@dataclass(frozen=True)
+class StudyEstimate:
+    runs: int  # still to do
+    epochs: tuple[float, float]  # mean epochs per run: (early stopping at its earliest, or as
+    # this store's finished runs did; max_epochs)
+    train_images: tuple[int, int]  # training images to process, low and high
+    images_per_second: float  # the whole study's training speed (all workers)
+    speed_source: str  # where the speed comes from
+    seconds: tuple[float, float]  # wall time, low and high
+    on_cpu: bool
+
+    @property
+    def long_on_cpu(self) -> bool:
+        return self.on_cpu and self.seconds[1] > LONG_ON_CPU_S
+
+    def lines(self) -> list[str]:
+        """The estimate, for the terminal."""
+        if self.runs == 0:
+            return ["estimate: nothing to train (every run is finished)"]
+        low, high = self.train_images
+        epochs = f"{self.epochs[0]:.0f}" if self.epochs[0] == self.epochs[1] else (
+            f"{self.epochs[0]:.0f}-{self.epochs[1]:.0f}")  # fmt: skip
+        return [
+            f"estimate: {self.runs} runs x {epochs} epochs: {_count(low)}"
+            + ("" if low == high else f" to {_count(high)}") + " training images",
+            f"  at {self.images_per_second:,.0f} images/s ({self.speed_source}): "
+            f"{duration(self.seconds[0])}" + ("" if self.seconds[0] == self.seconds[1]
+                                              else f" to {duration(self.seconds[1])}"),
+        ]  # fmt: skip
+
+
+def duration(seconds: float) -> str:
+    """``1 h 05 min``, ``12 min 30 s``, ``40 s``: as a person reads it."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    if hours >= 48:
+        return f"{hours / 24:.1f} days"
+    if hours:
+        return f"{hours} h {rest // 60:02d} min"
+    if rest >= 60:
+        return f"{rest // 60} min {rest % 60:02d} s"
+    return f"{rest} s"
+
+
+def _count(images: int) -> str:
+    return f"{images / 1e6:,.1f} M" if images >= 1e6 else f"{images:,}"
+
+
+def shape_of(config: TrainConfig) -> tuple:
+    """Runs of one shape train at one speed: the same network, batch size and precision."""
+    return (config.model, config.width, config.batch_size, config.amp, config.compile)
+
+
+def estimate_study(
+    study: Study,
+    stored: list[RunRecord],
+    data: ImageDataset,
+    devices: list[torch.device],
+    workers: int,
+    identity_version: int,
+) -> StudyEstimate:
+    """The estimate for the runs of ``study`` that ``stored`` (its records so far) has not
+    finished. A search counts its trials still to draw as runs like its extremes."""
+    ended = {r.run_id for r in stored if r.state.ended}
+    runs = [run for run in study.runs(identity_version) if run.run_id not in ended]
+    if study.spec.search is not None:
+        probes = study.search_probes()
+        left = max(0, study.spec.search.trials - sum(r.state.ended for r in stored))
+        configs = [probes[i % len(probes)] for i in range(left)]
+    else:
+        configs = [run.config for run in runs]
+    on_cpu = all(d.type == "cpu" for d in devices)
+    if not configs:
+        return StudyEstimate(0, (0, 0), (0, 0), 0.0, "", (0.0, 0.0), on_cpu)
+    finished = [r for r in stored if r.state.finished and r.result]
+    stored_epochs = [r.result["epochs_trained"] for r in finished]
+    speeds, sources = {}, set()
+    low_images = high_images = 0.0
+    low_seconds = high_seconds = 0.0
+    parallel = 1 if on_cpu else len({str(d) for d in devices})
+    for config in configs:
+        key = shape_of(config)
+        if key not in speeds:
+            speeds[key], source = _speed(config, finished, data, devices[0])
+            sources.add(source)
+        train, val, test = split_counts(config, data)
+        probe = min(config.train_eval_images, train)
+        epochs_low = (sum(stored_epochs) / len(stored_epochs) if stored_epochs
+                      else min(config.max_epochs, config.patience + 1))  # fmt: skip
+        for epochs, bound in ((epochs_low, "low"), (config.max_epochs, "high")):
+            work = epochs * (train + (val + probe) / EVAL_SPEEDUP) + test / EVAL_SPEEDUP
+            seconds = work / (speeds[key] * parallel) + RUN_OVERHEAD_S / max(1, workers)
+            if bound == "low":
+                low_images += epochs * train
+                low_seconds += seconds
+            else:
+                high_images += epochs * train
+                high_seconds += seconds
+    mean_speed = high_images / max(1e-9, high_seconds)  # whole-study training speed
+    epochs_low = low_images / max(1, sum(split_counts(c, data)[0] for c in configs))
+    epochs_high = high_images / max(1, sum(split_counts(c, data)[0] for c in configs))
+    return StudyEstimate(
+        runs=len(configs),
+        epochs=(round(epochs_low, 1), round(epochs_high, 1)),
+        train_images=(int(low_images), int(high_images)),
+        images_per_second=mean_speed,
+        speed_source=" and ".join(sorted(sources)),
+        seconds=(low_seconds + STUDY_OVERHEAD_S, high_seconds + STUDY_OVERHEAD_S),
+        on_cpu=on_cpu,
+    )
+
+
+def _speed(
+    config: TrainConfig, finished: list[RunRecord], data: ImageDataset, device: torch.device
+) -> tuple[float, str]:
+    """Training images/s for runs of this shape: as this store's finished runs trained (each
+    run's mean over its epochs), else probed."""
+    rates = [
+        r.result["images_per_second"]
+        for r in finished
+        if "images_per_second" in r.result and shape_of(TrainConfig(**r.config)) == shape_of(config)
+    ]
+    if rates:
+        return sum(rates) / len(rates), f"as {len(rates)} finished runs trained"
+    return probe_speed(config, data, device), "measured by a probe"
+
+
+def probe_speed(config: TrainConfig, data: ImageDataset, device: torch.device) -> float:
+    """Images/s of a few training steps of this run's model at its batch size: two epochs of
+    PROBE_BATCHES batches on a small subset, the second timed."""
+    from cnnsweep.train import train
+
+    # A 90/10 holdout of PROBE_BATCHES batches' worth of images, or of all there are.
+    images = min(len(data.train_labels), math.ceil(PROBE_BATCHES * config.batch_size / 0.9))
+    probe = config.model_dump() | {
+        "protocol": "holdout", "split": 0.9, "max_train_images": images,
+        "max_test_images": min(len(data.test_labels), config.batch_size), "max_epochs": 2,
+        "patience": 2, "train_eval_images": 0, "restore_best": False,
+    }  # fmt: skip
+    result = train(TrainConfig(**probe), data, device)
+    return result.history[-1].images_per_second

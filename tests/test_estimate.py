@@ -1,0 +1,100 @@
+"""The estimate `cnnsweep run` prints before the first run: measured against a real study's wall
+time, the warning for the report's full scale on a CPU, and the question only a terminal asks."""
+
+import io
+import re
+import time
+
+import pytest
+
+from cnnsweep import cli
+from cnnsweep.cli import NotStarted, _show_estimate, main
+from cnnsweep.estimate import StudyEstimate, duration
+from cnnsweep.runner import run_study
+from cnnsweep.spec import load_study
+from tests.conftest import SHARED_ARCHIVE
+
+
+def test_the_estimate_is_within_2x_of_a_real_studys_wall_time(tiny_spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = load_study(str(tiny_spec(name="timed", epochs=3, seeds=1)))
+    estimates = []
+    start = time.perf_counter()
+    summary = run_study(study, workers=2, devices=["cpu"], before_start=estimates.append,
+                        report=True)  # fmt: skip
+    wall = time.perf_counter() - start
+    (estimate,) = estimates
+    assert summary.counts == {"complete": 4}
+    assert estimate.runs == 4 and estimate.speed_source == "measured by a probe"
+    low, high = estimate.seconds
+    assert low / 2 <= wall <= 2 * high, (estimate, wall)
+    # Run again: nothing left to train, and the estimate says so.
+    again = []
+    run_study(study, workers=2, devices=["cpu"], before_start=again.append, report=False)
+    assert again[0].runs == 0 and again[0].lines() == [
+        "estimate: nothing to train (every run is finished)"
+    ]
+
+
+def test_the_reports_full_scale_on_a_cpu_is_flagged_before_it_starts(
+    real_cifar, session_cache, capsys, monkeypatch
+):
+    """--dry-run: the runs, then the estimate (a probe of a few steps; no run is trained)."""
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(session_cache))
+    args = ["run", "seed48", "--preset", "full", "--dry-run", "--data", str(SHARED_ARCHIVE),
+            "--devices", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "48 runs in study 'seed48-full'" in err
+    # 48 runs x 50 epochs x 40,000 images (35,000 or 45,000: splits 70/30 and 90/10) at most.
+    assert re.search(r"estimate: 48 runs x \d+-50 epochs: [\d.]+ M to 96\.0 M training images", err)
+    assert re.search(r"at [\d,]+ images/s \(measured by a probe\): .* to [\d.]+ days", err)
+    assert "this is over an hour on this CPU" in err
+    assert "faster: --preset quick" in err and "--devices cuda:0" in err
+
+
+def long_estimate(on_cpu: bool = True) -> StudyEstimate:
+    return StudyEstimate(48, (6, 50), (10**6, 10**7), 100.0, "measured by a probe",
+                         (3 * 3600.0, 30 * 3600.0), on_cpu)  # fmt: skip
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class Pipe(io.StringIO):
+    def readline(self, *args):
+        raise AssertionError("a non-interactive run read its input")
+
+
+def test_a_pipe_never_waits_for_an_answer(monkeypatch, capsys):
+    study = load_study("seed48", "full")
+    monkeypatch.setattr(cli.sys, "stdin", Pipe())
+    _show_estimate(long_estimate(), study, assume_yes=False)  # goes on
+    err = capsys.readouterr().err
+    assert "over an hour on this CPU (up to 30 h 00 min)" in err and "start it?" not in err
+
+
+@pytest.mark.parametrize(("answer", "starts"), [("y\n", True), ("\n", False), ("no\n", False)])
+def test_a_terminal_is_asked_once(monkeypatch, capsys, answer, starts):
+    study = load_study("seed48", "full")
+    monkeypatch.setattr(cli.sys, "stdin", Terminal(answer))
+    monkeypatch.setattr(cli.sys, "stderr", Terminal())
+    if starts:
+        _show_estimate(long_estimate(), study, assume_yes=False)
+    else:
+        with pytest.raises(NotStarted):
+            _show_estimate(long_estimate(), study, assume_yes=False)
+    assert cli.sys.stderr.getvalue().count("start it? [y/N]") == 1
+    # --yes, or a short study: no question at all.
+    monkeypatch.setattr(cli.sys, "stdin", Pipe())
+    _show_estimate(long_estimate(), study, assume_yes=True)
+    short = StudyEstimate(4, (2, 2), (800, 800), 100.0, "probe", (30.0, 30.0), True)
+    _show_estimate(short, study, assume_yes=False)
+
+
+def test_durations_read_as_a_person_reads_them():
+    assert [duration(s) for s in (40, 750, 3900, 30 * 3600, 60 * 3600)] == [
+        "40 s", "12 min 30 s", "1 h 05 min", "30 h 00 min", "2.5 days",
+    ]  # fmt: skip
