@@ -9,8 +9,8 @@ journal file and on a private PostgreSQL 15 server; and a check that every run c
 A study of N x E is measured in minutes, not in the hours that writing N x E epochs one at a time
 would take (PostgreSQL commits each write):
 1. enqueue: the N runs, timed (Store.enqueue_missing: one transaction, under the study's lock).
-2. start: P processes take 40 runs (at least 5 each) through the Store API as a worker does
-   (claim, E epoch records, finish), timing each call, while almost every run still waits.
+2. start: P processes take 40 runs (a quarter of a smaller study) through the Store API as a
+   worker does (claim, E epoch records, finish), timing each call, while almost every run waits.
 3. fill: all runs but the last 40 are written as finished, in bulk, with E epochs each: the rows
    (PostgreSQL) or journal lines the workers write, batched.
 4. end: the P processes take the last 40 runs as in 2.
@@ -43,13 +43,14 @@ from cnnsweep.schema import Attr, epoch_key  # noqa: E402
 from cnnsweep.store import Store, this_worker  # noqa: E402
 
 STUDY = "scale"
-# Runs taken at the start and at the end of a study, by all P processes together (at least 5
-# each): the medians are over this many claims.
+# Runs taken at the start and at the end of a study, by all P processes together: the medians
+# are over this many claims.
 RUNS_PER_PHASE = 40
 
 
-def runs_per_process(processes: int) -> int:
-    return max(5, RUNS_PER_PHASE // processes)
+def runs_per_process(processes: int, size: int) -> int:
+    """Each process's share of a phase: RUNS_PER_PHASE in all (a quarter of a small study)."""
+    return max(1, min(RUNS_PER_PHASE, size // 4) // processes)
 
 
 def runs(count: int) -> list[dict]:
@@ -103,11 +104,11 @@ def work(url: str, epochs: int, quota: int, out, ready) -> None:
     out.put(times)
 
 
-def phase(url: str, epochs: int, processes: int) -> dict[str, float]:
+def phase(url: str, epochs: int, processes: int, size: int) -> dict[str, float]:
     """P processes take the phase's runs; the median time of each store call, in milliseconds."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    quota = runs_per_process(processes)
+    quota = runs_per_process(processes, size)
     ready = context.Barrier(processes)
     workers = [context.Process(target=work, args=(url, epochs, quota, out, ready))
                for _ in range(processes)]  # fmt: skip
@@ -231,9 +232,9 @@ def measure(url: str, size: int, epochs: int, processes: int) -> dict:
     row = {"runs": size, "epochs": epochs, "processes": processes,
            "enqueue_s": round(time.perf_counter() - start, 2),
            "status_start_s": status_seconds(url)}  # fmt: skip
-    row["start"] = phase(url, epochs, processes)
-    fill(store, epochs, leave=processes * runs_per_process(processes))
-    row["end"] = phase(url, epochs, processes)
+    row["start"] = phase(url, epochs, processes, size)
+    fill(store, epochs, leave=processes * runs_per_process(processes, size))
+    row["end"] = phase(url, epochs, processes, size)
     row["status_end_s"] = status_seconds(url)
     row["exactly_once"] = exactly_once(store, size)
     row["claim_end_over_start"] = round(row["end"]["claim_ms"] / row["start"]["claim_ms"], 2)
