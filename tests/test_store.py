@@ -281,7 +281,7 @@ def test_enqueues_racing_in_three_processes_create_each_run_once(store_url, tmp_
         "from cnnsweep.store import Store\n"
         "from tests.test_store import runs\n"
         "store = Store.open_or_create(sys.argv[1], 's')\n"
-        "time.sleep(float(sys.argv[2]) - time.time())  # all three start together\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all three start together\n"
         "print(store.enqueue_missing(runs(150)))\n"
     )
     start = str(time.time() + 1.5)  # each process is ready within a second
