@@ -228,6 +228,9 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
     process = subprocess.Popen(
         command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=True, env={**os.environ, "PYTHONPATH": path},
+        # Its Ctrl-C at the budget must work even when this bench runs as a background job,
+        # which inherits SIGINT ignored (Python then installs no KeyboardInterrupt handler).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         _, stderr = process.communicate(timeout=seconds)

@@ -45,7 +45,7 @@ class StudyEstimate:
 
     @property
     def long_on_cpu(self) -> bool:
-        return self.on_cpu and self.seconds[1] > LONG_ON_CPU_S
+        return self.on_cpu and self.seconds[1] > LONG_ON_CPU_S  # False when unknown (NaN)
 
     def lines(self) -> list[str]:
         """The estimate, for the terminal."""
@@ -54,9 +54,13 @@ class StudyEstimate:
         low, high = self.train_images
         epochs = f"{self.epochs[0]:.0f}" if self.epochs[0] == self.epochs[1] else (
             f"{self.epochs[0]:.0f}-{self.epochs[1]:.0f}")  # fmt: skip
+        upto = "" if low == high else f" to {_count(high)}"
+        images = f"estimate: {self.runs} runs x {epochs} epochs: {_count(low)}{upto}"
+        images += " training images"
+        if math.isnan(self.seconds[1]):
+            return [images, f"  no time estimate ({self.speed_source})"]
         return [
-            f"estimate: {self.runs} runs x {epochs} epochs: {_count(low)}"
-            + ("" if low == high else f" to {_count(high)}") + " training images",
+            images,
             f"  at {self.images_per_second:,.0f} images/s ({self.speed_source}): "
             f"{duration(self.seconds[0])}" + ("" if self.seconds[0] == self.seconds[1]
                                               else f" to {duration(self.seconds[1])}"),
@@ -117,6 +121,8 @@ def estimate_study(
         if key not in speeds:
             speeds[key], source = _speed(config, finished, data, devices[0])
             sources.add(source)
+        if speeds[key] is None:  # the probe failed: a run of this shape will fail the same way
+            continue
         train, val, test = split_counts(config, data)
         probe = min(config.train_eval_images, train)
         epochs_low = (sum(stored_epochs) / len(stored_epochs) if stored_epochs
@@ -130,6 +136,8 @@ def estimate_study(
             else:
                 high_images += epochs * train
                 high_seconds += seconds
+    if None in speeds.values():  # no time for runs that cannot train: no time at all
+        low_seconds = high_seconds = math.nan
     mean_speed = high_images / max(1e-9, high_seconds)  # whole-study training speed
     epochs_low = low_images / max(1, sum(split_counts(c, data)[0] for c in configs))
     epochs_high = high_images / max(1, sum(split_counts(c, data)[0] for c in configs))
@@ -146,7 +154,7 @@ def estimate_study(
 
 def _speed(
     config: TrainConfig, finished: list[RunRecord], data: ImageDataset, device: torch.device
-) -> tuple[float, str]:
+) -> tuple[float | None, str]:
     """Training images/s for runs of this shape: as this store's finished runs trained (each
     run's mean over its epochs), else probed."""
     rates = [
@@ -156,7 +164,10 @@ def _speed(
     ]
     if rates:
         return sum(rates) / len(rates), f"as {len(rates)} finished runs trained"
-    return probe_speed(config, data, device), "measured by a probe"
+    try:
+        return probe_speed(config, data, device), "measured by a probe"
+    except Exception as exc:  # such a run fails in the study too, and is recorded there
+        return None, f"the probe failed: {type(exc).__name__}: {exc}"
 
 
 def probe_speed(config: TrainConfig, data: ImageDataset, device: torch.device) -> float:

@@ -151,6 +151,13 @@ def kill_session_when(spec, tmp_path, study: str, ready, workers: int = 1, extra
     return journal
 
 
+def as_a_terminal_starts_it() -> None:
+    """In the child, before exec: Ctrl-C (SIGINT) handled as a shell's foreground job has it.
+    A job started in the background of a script (as CI may run this suite) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler: a Ctrl-C would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_session_when(
     spec, tmp_path, study: str, ready, sig: int, workers: int = 1, extra=()
 ) -> tuple[Path, subprocess.CompletedProcess]:
@@ -159,7 +166,8 @@ def signal_session_when(
     Fails, rather than signalling a finished study, when the moment never comes."""
     journal = tmp_path / "runs" / study / "journal.log"
     first = cnnsweep("run", str(spec), "--workers", str(workers), "--devices", "cpu", "--no-report",
-                     *extra, cwd=tmp_path, start_new_session=True)  # fmt: skip
+                     *extra, cwd=tmp_path, start_new_session=True,
+                     preexec_fn=as_a_terminal_starts_it)  # fmt: skip
     try:
         deadline = time.time() + 180
         while time.time() < deadline and first.poll() is None:
@@ -303,11 +311,14 @@ data = "{bars_folder}"
 width = 0.0625
 max_epochs = 1
 [grid]
-normalization = ["train", "report"]  # 'report' needs RGB images; these are grayscale
+normalization = ["report", "train"]  # 'report' needs RGB images; these are grayscale
 """)  # fmt: skip
     assert main(["run", str(spec), "--devices", "cpu"]) == 1  # some runs failed
-    assert "complete: 1, failed: 1" in capsys.readouterr().out
-    ok, bad = Store.open(None, "mixed").records()
+    captured = capsys.readouterr()
+    assert "complete: 1, failed: 1" in captured.out
+    # The estimate's probe met the failing run first: no time, and the study went on.
+    assert "no time estimate (the probe failed: ConfigError: normalization 'report'" in captured.err
+    bad, ok = Store.open(None, "mixed").records()
     assert ok.state == "complete" and bad.state == "failed"
     assert bad.error.startswith("ConfigError: normalization 'report' needs 3-channel images")
     # The whole traceback is stored; status shows the error and where it was raised.
