@@ -41,7 +41,8 @@ from sqlalchemy.engine import Connection
 from cnnsweep.schema import EPOCH_PREFIX, Attr
 
 # Alembic revisions of Optuna's RDB schema (``storage.get_current_version()``) this module knows:
-# v3.2.0.a is the schema of every Optuna from 3.2 to 5.x, the versions cnnsweep allows.
+# v3.2.0.a is the schema of every Optuna from 3.2 to 5.x (cnnsweep allows 4.3 to 5.x; its store
+# tests passed on 4.3.0 and 5.0.0).
 SCHEMA_VERSIONS = frozenset({"v3.2.0.a"})
 
 # Optuna's tables, the columns used here (never created: Optuna creates and migrates them).
