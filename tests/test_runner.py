@@ -129,7 +129,7 @@ def test_a_changed_spec_is_refused_with_a_diff_and_results_stay(tiny_spec, tmp_p
                                                                  monkeypatch):  # fmt: skip
     monkeypatch.chdir(tmp_path)
     spec = tiny_spec(name="changing", epochs=1, seeds=1)
-    assert main(["run", str(spec), "--devices", "cpu"]) == 0
+    assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 0
     journal = tmp_path / "runs" / "changing" / "journal.log"
     size = journal.stat().st_size
     spec.write_text(spec.read_text().replace("max_epochs = 1", "max_epochs = 2"))
