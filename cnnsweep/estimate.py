@@ -112,6 +112,7 @@ def estimate_study(
         return StudyEstimate(0, (0, 0), (0, 0), 0.0, "", (0.0, 0.0), on_cpu)
     finished = [r for r in stored if r.state.finished and r.result]
     stored_epochs = [r.result["epochs_trained"] for r in finished]
+    stored_rates = _stored_rates(finished)
     speeds, sources = {}, set()
     low_images = high_images = 0.0
     low_seconds = high_seconds = 0.0
@@ -119,7 +120,7 @@ def estimate_study(
     for config in configs:
         key = shape_of(config)
         if key not in speeds:
-            speeds[key], source = _speed(config, finished, data, devices[0])
+            speeds[key], source = _speed(config, stored_rates.get(key, []), data, devices[0])
             sources.add(source)
         if speeds[key] is None:  # the probe failed: a run of this shape will fail the same way
             continue
@@ -139,8 +140,8 @@ def estimate_study(
     if None in speeds.values():  # no time for runs that cannot train: no time at all
         low_seconds = high_seconds = math.nan
     mean_speed = high_images / max(1e-9, high_seconds)  # whole-study training speed
-    epochs_low = low_images / max(1, sum(split_counts(c, data)[0] for c in configs))
-    epochs_high = high_images / max(1, sum(split_counts(c, data)[0] for c in configs))
+    per_epoch = max(1, sum(split_counts(c, data)[0] for c in configs))  # one epoch of each run
+    epochs_low, epochs_high = low_images / per_epoch, high_images / per_epoch
     return StudyEstimate(
         runs=len(configs),
         epochs=(round(epochs_low, 1), round(epochs_high, 1)),
@@ -152,16 +153,25 @@ def estimate_study(
     )
 
 
+def _stored_rates(finished: list[RunRecord]) -> dict[tuple, list[float]]:
+    """Each finished run's training images/s (its mean over its epochs), by run shape. A config
+    this version no longer accepts is left out (its run is not this study's to estimate)."""
+    rates: dict[tuple, list[float]] = {}
+    for record in finished:
+        try:
+            key = shape_of(TrainConfig(**record.config))
+        except ValueError:  # pydantic's ValidationError
+            continue
+        if "images_per_second" in record.result:
+            rates.setdefault(key, []).append(record.result["images_per_second"])
+    return rates
+
+
 def _speed(
-    config: TrainConfig, finished: list[RunRecord], data: ImageDataset, device: torch.device
+    config: TrainConfig, rates: list[float], data: ImageDataset, device: torch.device
 ) -> tuple[float | None, str]:
-    """Training images/s for runs of this shape: as this store's finished runs trained (each
-    run's mean over its epochs), else probed."""
-    rates = [
-        r.result["images_per_second"]
-        for r in finished
-        if "images_per_second" in r.result and shape_of(TrainConfig(**r.config)) == shape_of(config)
-    ]
+    """Training images/s for runs of this shape: as this store's finished runs of that shape
+    trained (``rates``), else probed."""
     if rates:
         return sum(rates) / len(rates), f"as {len(rates)} finished runs trained"
     try:

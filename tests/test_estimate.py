@@ -6,11 +6,13 @@ import re
 import time
 
 import pytest
+import torch
 
 from cnnsweep import cli
 from cnnsweep.cli import NotStarted, _show_estimate, main
+from cnnsweep.data import load_data
 from cnnsweep.estimate import StudyEstimate, duration
-from cnnsweep.runner import run_study
+from cnnsweep.runner import existing_store, run_study, study_estimate
 from cnnsweep.spec import load_study
 from tests.conftest import SHARED_ARCHIVE
 
@@ -34,6 +36,11 @@ def test_the_estimate_is_within_2x_of_a_real_studys_wall_time(tiny_spec, tmp_pat
     assert again[0].runs == 0 and again[0].lines() == [
         "estimate: nothing to train (every run is finished)"
     ]
+    # A second seed: four runs to do, at the speed the four finished ones trained (no probe).
+    grown = load_study(str(tiny_spec(name="timed", epochs=3, seeds=2)))
+    store = existing_store(grown, None)
+    estimate = study_estimate(grown, store, load_data(grown.spec.data), [torch.device("cpu")], 2)
+    assert estimate.runs == 4 and estimate.speed_source == "as 4 finished runs trained"
 
 
 def test_the_reports_full_scale_on_a_cpu_is_flagged_before_it_starts(
