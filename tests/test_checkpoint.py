@@ -7,10 +7,8 @@ import pytest
 from cnnsweep.checkpoint import RunCheckpoint
 from cnnsweep.config import make_config
 from cnnsweep.data import ImageDataset
-from cnnsweep.store import Store
 from cnnsweep.train import train
-from tests.conftest import pattern_image, write_spec
-from tests.test_runner import cnnsweep, kill_session_when
+from tests.conftest import pattern_image
 
 # Dropout (the global random stream), augmentation (the batch-order stream), restore_best (the
 # best weights kept aside) and patience: every piece of state a resume must bring back.
@@ -87,43 +85,3 @@ def test_checkpoints_are_spaced_out_by_min_interval(patterns, tmp_path):
     config = make_config(**{**SETTINGS, "max_epochs": 3})
     train(config, patterns, checkpoint=RunCheckpoint(path, "k", 3600))
     assert not path.exists()  # no epoch came an hour after the start
-
-
-RESUMABLE = """
-name = "resumable"
-protocol = "holdout"
-seeds = [0]
-data = "{data}"
-[fixed]
-width = 0.0625
-max_epochs = 30
-patience = 30
-eval_batch_size = 256
-train_eval_images = 0
-[grid]
-optimizer = ["adam"]
-"""
-
-
-def test_a_killed_worker_s_run_resumes_from_its_checkpoint(tmp_path, bars_folder):
-    """SIGKILL the whole session after epoch 3 of the only run; the same command resumes it after
-    the last checkpointed epoch, and removes the checkpoint when the run ends."""
-    spec = write_spec(tmp_path / "resumable.toml", RESUMABLE.format(data=bars_folder))
-    journal = tmp_path / "runs" / "resumable" / "journal.log"
-    folder = tmp_path / "runs" / "resumable" / "checkpoints"
-    args = ["run", str(spec), "--devices", "cpu", "--checkpoint-every", "0", "--no-report"]
-
-    def three_epochs_checkpointed(records) -> bool:
-        running = records and records[0].state == "running"
-        return bool(running and len(records[0].history) >= 3 and list(folder.glob("*.pt")))
-
-    kill_session_when(spec, tmp_path, "resumable", three_epochs_checkpointed,
-                      extra=("--checkpoint-every", "0"))  # fmt: skip
-    again = cnnsweep(*args, cwd=tmp_path)
-    output, _ = again.communicate(timeout=300)
-    assert again.returncode == 0, output
-    assert "resuming from checkpoint" in output
-    (record,) = Store.open(str(journal), "resumable").records()
-    assert record.state == "complete" and record.attempts == 2
-    assert [e["epoch"] for e in record.history] == list(range(1, 31))
-    assert not list(folder.glob("*"))  # removed with the run's end

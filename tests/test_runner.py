@@ -193,25 +193,30 @@ def run_again(spec, tmp_path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_sigkill_and_a_torn_journal_then_the_same_command_finishes_only_what_is_missing(
+def test_sigkill_and_a_torn_journal_then_the_same_command_resumes_and_finishes_what_is_missing(
     tiny_spec, tmp_path
 ):
     """SIGKILL the whole session mid-study and tear the journal's last line, as a kill in the
     middle of an append would: the same command repairs the journal, keeps every finished run,
-    finishes the rest, none twice."""
+    resumes the run in flight after its last checkpointed epoch, finishes the rest, none twice,
+    and removes the checkpoints."""
     spec = tiny_spec(name="resume", epochs=30, seeds=1)  # runs of seconds: kills land mid-run
+    checkpoints = tmp_path / "runs" / "resume" / "checkpoints"
 
-    def two_done_one_running(records) -> bool:
+    def two_done_one_checkpointed(records) -> bool:
         done = sum(r.state == "complete" for r in records)
-        return done >= 2 and any(r.state == "running" and r.history for r in records)
+        running = [r for r in records if r.state == "running" and len(r.history) >= 3]
+        return done >= 2 and bool(running) and any(checkpoints.glob("*.pt"))
 
-    journal = kill_session_when(spec, tmp_path, "resume", two_done_one_running)
+    journal = kill_session_when(spec, tmp_path, "resume", two_done_one_checkpointed,
+                                extra=("--checkpoint-every", "0"))  # fmt: skip
     cut_last_line(journal)
     before = {r.run_id: r.ended_at for r in Store.open(str(journal), "resume").records()
               if r.state == "complete"}  # fmt: skip
     again = run_again(spec, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(before)} of 4 runs already finished" in again.stderr
+    assert "resuming from checkpoint" in again.stdout + again.stderr
     assert len(torn_files(journal)) == 1  # the torn line, kept aside
     store = Store.open(str(journal), "resume")
     assert_each_run_completed_once_or_retried(store, 4)
@@ -219,8 +224,12 @@ def test_sigkill_and_a_torn_journal_then_the_same_command_finishes_only_what_is_
     assert all(after[run_id] == finished for run_id, finished in before.items())  # not rerun
     killed = [r for r in store.records() if r.attempts > 1]
     # The run in flight at the kill: one failed attempt, then complete (two, in the rare case
-    # that the torn line was the completion of the run before it).
+    # that the torn line was the completion of the run before it). Its history goes on from the
+    # checkpoint: every epoch once, in order.
     assert 1 <= len(killed) <= 2
+    for record in killed:
+        assert [e["epoch"] for e in record.history] == list(range(1, len(record.history) + 1))
+    assert not list(checkpoints.glob("*"))  # removed with the runs' ends
 
 
 def test_ctrl_c_puts_runs_back_and_the_same_command_finishes(tiny_spec, tmp_path):
