@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import signal
 import subprocess
@@ -269,9 +270,18 @@ def _run_one(
         log.warning("run %s was taken over by another worker; result discarded", claim.label)
 
 
-def worker_process(options: WorkerOptions) -> None:
-    """A local worker process started by `cnnsweep run` (spawned: it imports this module and
-    what it needs to train, never the report's plotting and statistics)."""
+def worker_process(
+    options: WorkerOptions, folder: str | None = None, environment: dict[str, str] | None = None
+) -> None:
+    """A local worker process started by `cnnsweep run`: spawned, or forked from a server that
+    imported this module before (runner.worker_context). Either way it imports what training
+    needs, never the report's plotting and statistics, and works in the folder and environment
+    of the command that started it (a server keeps those of the moment it started)."""
+    if folder is not None:
+        os.chdir(folder)
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         run_worker(options)

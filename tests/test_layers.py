@@ -18,14 +18,15 @@ def modules_after(code: str, cwd: Path | None = None) -> set[str]:
     return set(done.stdout.splitlines()[-1].split())  # the last line: the probe's
 
 
-def test_a_spawned_worker_imports_no_report_code():
+def test_a_worker_imports_no_report_code():
     from cnnsweep import runner
 
-    # A spawned process imports the module of its target function to find it: that module, and
-    # only what it imports, is loaded before the worker's first run.
+    # A spawned process imports the module of its target function to find it; a fork server
+    # imports WORKER_IMPORTS before it forks workers. Those, and only what they import, are
+    # loaded before the worker's first run.
     module = runner.worker_process.__module__
-    assert module == "cnnsweep.worker"
-    loaded = modules_after(f"import {module}")
+    assert module == "cnnsweep.worker" and module in runner.WORKER_IMPORTS
+    loaded = modules_after("\n".join(f"import {name}" for name in runner.WORKER_IMPORTS))
     assert "torch" in loaded
     assert not loaded & {"matplotlib", "scipy", "jinja2", "pandas"}, loaded
 

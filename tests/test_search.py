@@ -39,7 +39,7 @@ def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, worker
     spec = write_spec(tmp_path / "search.toml", SEARCH.format(data=bars_folder))
     args = ["run", str(spec), "--workers", str(workers), "--devices", "cpu"]
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
-    args += ["--store", url] if url else []
+    args += ["--store", url, "--no-report"] if url else []  # the report: checked on the journal
     done = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -70,6 +70,8 @@ def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, worker
         assert again.returncode == 0, again.stderr
         assert [(r.run_id, r.state) for r in store.records()] == [(r.run_id, r.state)
                                                                    for r in records]  # fmt: skip
+    if backend != "journal":
+        return
     html = (tmp_path / "runs" / "search" / "report" / "report.html").read_text()
     assert 'id="search"' in html and "pruned" in html and 'data-setting="lr"' in html
     assert "100% done" in html  # pruned runs are done: the search decided them
