@@ -27,8 +27,8 @@ from cnnsweep.store import RunRecord
 
 PROBE_BATCHES = 3  # timed training steps of the speed probe
 EVAL_SPEEDUP = 3.0  # evaluation is a forward pass only, at a larger batch: ~3x training's speed
-RUN_OVERHEAD_S = 1.0  # per run: building the model, preflight, the store's writes (seconds)
-STUDY_OVERHEAD_S = 5.0  # per study: starting the workers, writing the report (seconds)
+RUN_OVERHEAD_S = 0.5  # per run: building the model, preflight, the store's writes (seconds)
+STUDY_OVERHEAD_S = 3.0  # per study: starting the workers, writing the report (seconds)
 LONG_ON_CPU_S = 3600.0  # above this on a CPU, say so and name the faster options
 
 
