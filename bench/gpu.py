@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import platform
 import signal
@@ -43,6 +42,7 @@ from cnnsweep.data import load_data
 from cnnsweep.data.splits import split_indices
 from cnnsweep.devices import resolve_device
 from cnnsweep.flops import matmul_peak_flops, training_flops_per_image
+from cnnsweep.runner import worker_context
 from cnnsweep.spec import builtin_specs
 from cnnsweep.train import train
 
@@ -159,9 +159,10 @@ def _one_of_k(args: tuple) -> list[tuple[float, float, int]]:
 def concurrent(data_path, device, scale: Scale, flops_per_image: float, peak: float,
                budget: Budget) -> list[dict]:  # fmt: skip
     """Aggregate images/s of K runs at once, for each K; one pool of processes serves every K
-    (each process starts once: importing torch and reading the data cost seconds)."""
+    (each process starts once: reading the data costs seconds). Processes start as cnnsweep's
+    workers do: spawned for a GPU, forked from a server with torch imported on a CPU."""
     rows = []
-    context = multiprocessing.get_context("spawn")
+    context = worker_context([device])
     largest = max(scale.concurrency)
     with context.Manager() as manager, context.Pool(largest) as pool:
         for k in scale.concurrency:
