@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnsweep.data import cifar10, load_data
+from cnnsweep.data import archives, cifar10, load_data
 from cnnsweep.data.device import DeviceImages, random_crop_flip
 from cnnsweep.data.loading import ensure_cifar10
 from cnnsweep.data.splits import split_indices
@@ -193,7 +193,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
 # --- source imagefolder ---------------------------------------------------------------------
 
 
-def test_grayscale_image_folder_and_its_tar_archive(tmp_path):
+def test_grayscale_image_folder_and_its_tar_archive(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "digits", train_per_class=3, test_per_class=2, classes=4)
     data = load_data(root)
     assert data.train_images.shape == (12, 1, 28, 28)
@@ -203,9 +203,18 @@ def test_grayscale_image_folder_and_its_tar_archive(tmp_path):
     pixels = np.asarray(Image.open(root / "train" / "class1" / "0002.png"))
     np.testing.assert_array_equal(data.train_images[5, 0], pixels)
 
-    packed = load_data(tar_folder(root, tmp_path / "digits.tar.gz"))
+    archive = tar_folder(root, tmp_path / "digits.tar.gz")
+    opened = []  # an archive is read in one pass: what it holds, and its images
+    monkeypatch.setattr(archives, "_opened", partial(counted, archives._opened, opened))
+    packed = load_data(archive)
     np.testing.assert_array_equal(packed.train_images, data.train_images)
     assert packed.classes == data.classes
+    assert opened == [(archive,)]
+
+
+def counted(function, calls: list, *args, **kwargs):
+    calls.append(args)
+    return function(*args, **kwargs)
 
 
 def test_mixed_sizes_and_modes_become_one_rgb_array(tmp_path):

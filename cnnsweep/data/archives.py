@@ -62,13 +62,18 @@ def _opened(archive: Path) -> Iterator[tarfile.TarFile]:
 
 
 def read_members(
-    archive: Path, wanted: Callable[[tarfile.TarInfo], bool]
+    archive: Path,
+    wanted: Callable[[tarfile.TarInfo], bool],
+    every: Callable[[tarfile.TarInfo], None] | None = None,
 ) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
     """Yield (member, content) for each regular file ``wanted`` accepts, in archive order, then
-    verify the rest of the archive: a damaged one raises DataError ("corrupt archive …")."""
+    verify the rest of the archive: a damaged one raises DataError ("corrupt archive …").
+    ``every`` sees every member, folders included (what the archive holds, in the same pass)."""
     with _opened(archive) as tar:
         try:
             for member in tar:
+                if every is not None:
+                    every(member)
                 if member.isfile() and wanted(member):
                     handle = tar.extractfile(member)
                     assert handle is not None  # a regular file always has content

@@ -19,7 +19,6 @@ from typing import ClassVar
 import numpy as np
 from tqdm import tqdm
 
-from cnnsweep.data.archives import read_members
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.errors import DataError
 
@@ -31,6 +30,7 @@ FOLDER_NAME = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 META_FILE = "batches.meta"
+BATCH_FILES = frozenset({*TRAIN_BATCHES, TEST_BATCH, META_FILE})
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -116,11 +116,15 @@ def read_folder(folder: Path, fingerprint: str) -> ImageDataset:
     return _assemble(blobs, str(folder), fingerprint)
 
 
-def read_archive(archive: Path, fingerprint: str) -> ImageDataset:
-    """Read the batches straight out of the archive (verified to its end: archives.py); nothing
-    is extracted, so no path can escape."""
-    wanted = {*TRAIN_BATCHES, TEST_BATCH, META_FILE}
-    members = read_members(archive, lambda member: Path(member.name).name in wanted)
+def is_batch_member(member: tarfile.TarInfo) -> bool:
+    return Path(member.name).name in BATCH_FILES
+
+
+def from_members(
+    members: list[tuple[tarfile.TarInfo, bytes]], archive: Path, fingerprint: str
+) -> ImageDataset:
+    """The data set from an archive's batch members, read straight out of it (verified to its
+    end: archives.py); nothing is extracted, so no path can escape."""
     blobs = {Path(member.name).name: content for member, content in members}
     return _assemble(blobs, str(archive), fingerprint)
 

@@ -18,7 +18,6 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cnnsweep.data.archives import read_members
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.errors import DataError
 
@@ -55,7 +54,7 @@ def folder_files(root: Path) -> list[Path]:
     return [entry[3] for entry in folder_entries(root)]
 
 
-def _is_image_member(member: tarfile.TarInfo) -> bool:
+def is_image_member(member: tarfile.TarInfo) -> bool:
     parts = PurePosixPath(member.name).parts
     if len(parts) < 3:
         return False
@@ -63,11 +62,11 @@ def _is_image_member(member: tarfile.TarInfo) -> bool:
     return split in SPLITS and PurePosixPath(filename).suffix.lower() in IMAGE_SUFFIXES
 
 
-def archive_entries(archive: Path) -> list[Entry]:
-    """Image members laid out as ``[prefix/]train|test/<class>/<file>``, read in one pass and
-    verified to the archive's end (archives.py)."""
+def member_entries(members: list[tuple[tarfile.TarInfo, bytes]], archive: Path) -> list[Entry]:
+    """Image members laid out as ``[prefix/]train|test/<class>/<file>`` (is_image_member), as
+    read from the archive (read_members: in one pass, verified to the archive's end)."""
     entries: list[Entry] = []
-    for member, blob in read_members(archive, _is_image_member):
+    for member, blob in members:
         split, class_name, _ = PurePosixPath(member.name).parts[-3:]
         entries.append((split, class_name, f"{archive}:{member.name}", blob))
     entries.sort(key=lambda e: (e[0], e[1], e[2]))

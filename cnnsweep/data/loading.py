@@ -43,17 +43,11 @@ def load_data(
         return cached
 
     if kind == "archive":
-        kind = _archive_kind(root)  # lists the members: seconds for a large .tar.xz
-    if kind == "cifar10-dir":
+        dataset = _read_archive(root, fingerprint)
+    elif kind == "cifar10-dir":
         dataset = cifar10.read_folder(root, fingerprint)
-    elif kind == "cifar10-archive":
-        if root.name == cifar10.ARCHIVE_NAME and root.stat().st_size == cifar10.ARCHIVE_SIZE:
-            cifar10.verify_md5(root, cifar10.MD5)  # it claims to be the official archive
-        dataset = cifar10.read_archive(root, fingerprint)
-    elif kind == "imagefolder-dir":
-        dataset = imagefolder.decode(imagefolder.folder_entries(root), str(root), fingerprint)
     else:
-        dataset = imagefolder.decode(imagefolder.archive_entries(root), str(root), fingerprint)
+        dataset = imagefolder.decode(imagefolder.folder_entries(root), str(root), fingerprint)
     if use_cache and save_cache:
         cache.save_cached(dataset)  # only after the whole source decoded without error
     return dataset
@@ -89,8 +83,31 @@ def _locate(path: Path) -> tuple[str, Path]:
     return "archive", path
 
 
+def _read_archive(archive: Path, fingerprint: str) -> ImageDataset:
+    """CIFAR-10's batches, or else class-folder images, from one pass over the archive (each pass
+    over a large .tar.xz takes seconds); nothing is extracted, so no path can escape."""
+    if archive.name == cifar10.ARCHIVE_NAME and archive.stat().st_size == cifar10.ARCHIVE_SIZE:
+        cifar10.verify_md5(archive, cifar10.MD5)  # it claims to be the official archive
+    names: list[str] = []
+    batches, images = [], []
+    wanted = lambda m: cifar10.is_batch_member(m) or imagefolder.is_image_member(m)  # noqa: E731
+    for member, content in archives.read_members(
+        archive, wanted, every=lambda m: names.append(m.name)
+    ):
+        (batches if cifar10.is_batch_member(member) else images).append((member, content))
+    if _kind_of(names, archive) == "cifar10-archive":
+        return cifar10.from_members(batches, archive, fingerprint)
+    return imagefolder.decode(
+        imagefolder.member_entries(images, archive), str(archive), fingerprint
+    )
+
+
 def _archive_kind(path: Path) -> str:
-    names = archives.member_names(path)
+    return _kind_of(archives.member_names(path), path)
+
+
+def _kind_of(names: list[str], path: Path) -> str:
+    """Which source an archive holding members ``names`` is."""
     if any(Path(n).name == cifar10.TRAIN_BATCHES[0] for n in names):
         return "cifar10-archive"
     if any(set(Path(n).parts) & set(imagefolder.SPLITS) for n in names):
