@@ -42,7 +42,7 @@ from cnnsweep.data import load_data
 from cnnsweep.data.splits import split_indices
 from cnnsweep.devices import resolve_device
 from cnnsweep.flops import matmul_peak_flops, training_flops_per_image
-from cnnsweep.runner import worker_context
+from cnnsweep.launch import worker_context
 from cnnsweep.spec import builtin_specs
 from cnnsweep.train import train
 
@@ -162,7 +162,7 @@ def concurrent(data_path, device, scale: Scale, flops_per_image: float, peak: fl
     (each process starts once: reading the data costs seconds). Processes start as cnnsweep's
     workers do: spawned for a GPU, forked from a server with torch imported on a CPU."""
     rows = []
-    context = worker_context([device])
+    context = worker_context([device.type])
     largest = max(scale.concurrency)
     with context.Manager() as manager, context.Pool(largest) as pool:
         for k in scale.concurrency:

@@ -1,3 +1,3 @@
-from cnnsweep.cli import main
+from cnnsweep.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

@@ -6,12 +6,9 @@ round-robin on the listed devices; several may share one GPU.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
-import multiprocessing.forkserver
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +25,7 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.estimate import StudyEstimate, estimate_study
 from cnnsweep.frame import results_frame, study_data, write_table
 from cnnsweep.identity import IDENTITY_VERSION, OUTSIDE_IDENTITY
+from cnnsweep.launch import start_worker_server
 from cnnsweep.preflight import available_memory, device_memory, footprint, preflight
 from cnnsweep.progress import StudyProgress
 from cnnsweep.schema import level_label
@@ -183,9 +181,7 @@ def run_study(
         raise ConfigError(f"invalid --workers {workers}: must be between 1 and {MAX_WORKERS}")
     devices = devices or ["auto"]
     resolved = [resolve_device(d) for d in devices]  # refuse absent devices before anything
-    context = worker_context(resolved)
-    if context.get_start_method() == "forkserver":  # it imports while the checks below run
-        multiprocessing.forkserver.ensure_running()
+    context = start_worker_server([d.type for d in resolved])  # imports beside the checks below
     folder = study_folder(study.name)
     data = data or study.spec.data
     # Fail fast on bad data and on runs that cannot start or fit, before anything is written;
@@ -310,23 +306,6 @@ def runs_to_do(records: list[RunRecord], total: int, searching: bool) -> int:
 # Seconds between the supervisor's looks at the store: at least PROGRESS_INTERVAL, and at least
 # PROGRESS_COST times what the last look took, so a huge study is not read back-to-back.
 PROGRESS_INTERVAL, PROGRESS_COST = 1.0, 10
-
-
-# What a worker process imports before its first run (about 1.8 s on these 2-core CPUs):
-# cnnsweep.worker, and TorchDynamo, which a torch optimizer's first step imports.
-WORKER_IMPORTS = ["cnnsweep.worker", "torch._dynamo"]
-
-
-def worker_context(devices: list[torch.device]) -> multiprocessing.context.BaseContext:
-    """How worker processes start. On CPUs, forked from a server process that has made a
-    worker's imports once: a worker starts in a fraction of a second, and a replacement too.
-    With a GPU, spawned: each worker's CUDA starts in a fresh process, never in a fork."""
-    if all(d.type == "cpu" for d in devices):
-        with contextlib.suppress(ValueError):  # no forkserver on this platform
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(WORKER_IMPORTS)
-            return context
-    return multiprocessing.get_context("spawn")
 
 
 def _start_worker(context: multiprocessing.context.BaseContext, options: WorkerOptions):

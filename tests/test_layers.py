@@ -19,16 +19,18 @@ def modules_after(code: str, cwd: Path | None = None) -> set[str]:
 
 
 def test_a_worker_imports_no_report_code():
-    from cnnsweep import runner
+    from cnnsweep import launch, runner
 
     # A spawned process imports the module of its target function to find it; a fork server
     # imports WORKER_IMPORTS before it forks workers. Those, and only what they import, are
     # loaded before the worker's first run.
-    module = runner.worker_process.__module__
-    assert module == "cnnsweep.worker" and module in runner.WORKER_IMPORTS
-    loaded = modules_after("\n".join(f"import {name}" for name in runner.WORKER_IMPORTS))
+    assert runner.worker_process.__module__ == "cnnsweep.worker"
+    assert launch.WORKER_IMPORTS == ["cnnsweep.worker_server"]  # which imports cnnsweep.worker
+    loaded = modules_after("\n".join(f"import {name}" for name in launch.WORKER_IMPORTS))
     assert "torch" in loaded
     assert not loaded & {"matplotlib", "scipy", "jinja2", "pandas"}, loaded
+    # `cnnsweep run` starts that server before its own imports: launch.py imports no torch.
+    assert "torch" not in modules_after("import cnnsweep.launch")
 
 
 def test_reading_a_stored_study_by_name_imports_no_torch(tmp_path):

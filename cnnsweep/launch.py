@@ -1,0 +1,38 @@
+"""How `cnnsweep run` starts its worker processes.
+
+On CPUs, workers are forked from a server process that has made a worker's imports once
+(cnnsweep/worker_server.py: about 1.8 s on these 2-core machines), so that a worker, and a
+replacement for a dead one, starts in a fraction of a second. The server is started as early as
+the devices are known, and imports while the command reads its data and times its probe. With a
+GPU, workers are spawned: each one's CUDA starts in a fresh process, never in a fork.
+
+This module imports no torch: the command can start the server before its own imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.forkserver
+from collections.abc import Sequence
+
+WORKER_IMPORTS = ["cnnsweep.worker_server"]
+
+
+def worker_context(device_types: Sequence[str]) -> multiprocessing.context.BaseContext:
+    """The start method for workers on devices of these types ("cpu", "cuda")."""
+    if all(kind == "cpu" for kind in device_types):
+        with contextlib.suppress(ValueError):  # no forkserver on this platform
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(WORKER_IMPORTS)
+            return context
+    return multiprocessing.get_context("spawn")
+
+
+def start_worker_server(device_types: Sequence[str]) -> multiprocessing.context.BaseContext:
+    """The workers' start method; a fork server, if that is it, starts importing now."""
+    context = worker_context(device_types)
+    if context.get_start_method() == "forkserver":
+        multiprocessing.forkserver.ensure_running()
+    return context
