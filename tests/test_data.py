@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnsweep.data import archives, cifar10, load_data
+from cnnsweep.data import archives, cifar10, imagefolder, load_data
 from cnnsweep.data.device import DeviceImages, random_crop_flip
 from cnnsweep.data.loading import ensure_cifar10
 from cnnsweep.data.splits import split_indices
@@ -229,6 +229,33 @@ def test_mixed_sizes_and_modes_become_one_rgb_array(tmp_path):
     assert data.train_images.shape == (2, 3, 20, 20)  # most common size wins
     assert data.test_images.shape == (2, 3, 20, 20)
     assert tuple(data.test_images[0, :, 5, 5]) == (128, 128, 128)
+
+
+def test_a_pool_of_processes_decodes_what_one_process_does(tmp_path, monkeypatch):
+    """Many images are decoded by a pool of processes: the same arrays, in the same order, as
+    one process gives, mixed modes and sizes included; the first bad image is named."""
+    root = write_image_folder(tmp_path / "d", train_per_class=4, test_per_class=2, classes=3)
+    Image.new("RGB", (28, 28), (10, 200, 30)).save(root / "train" / "class0" / "rgb.png")
+    Image.new("L", (40, 30), 77).save(root / "test" / "class2" / "big.png")
+    one = load_data(root, use_cache=False)
+    monkeypatch.setattr(imagefolder, "PARALLEL_FROM", 2)
+    pools = []
+
+    class Pool(imagefolder.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs) -> None:
+            pools.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(imagefolder, "ProcessPoolExecutor", Pool)
+    pooled = load_data(root, use_cache=False)
+    assert pools or len(os.sched_getaffinity(0)) < 2  # a pool, of a process a core
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(getattr(pooled, name), getattr(one, name))
+    assert tuple(pooled.train_images[4, :, 0, 0]) == (10, 200, 30)  # class0's fifth: rgb.png
+    (root / "train" / "class1" / "0001.png").write_bytes(b"not an image")
+    (root / "train" / "class2" / "0003.png").write_bytes(b"nor this")
+    with pytest.raises(DataError, match=r"corrupt image .*class1/0001\.png"):
+        load_data(root, use_cache=False)
 
 
 def test_real_cifar10_jpeg_loads_and_a_second_load_is_fast(real_cifar, session_cache, monkeypatch):
