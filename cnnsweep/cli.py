@@ -150,9 +150,9 @@ def _study_name(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if not args.dry_run and set(args.devices.split(",")) == {"cpu"}:
-        from cnnsweep.launch import start_worker_server
+    from cnnsweep.launch import start_worker_server, surely_cpus
 
+    if not args.dry_run and surely_cpus(args.devices.split(",")):
         start_worker_server(["cpu"])  # the workers' imports, beside this command's own
     from cnnsweep.runner import run_study, stored_identity_version
     from cnnsweep.schema import RunState

@@ -12,6 +12,7 @@ This module imports no torch: the command can start the server before its own im
 from __future__ import annotations
 
 import contextlib
+import glob
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -36,3 +37,14 @@ def start_worker_server(device_types: Sequence[str]) -> multiprocessing.context.
     if context.get_start_method() == "forkserver":
         multiprocessing.forkserver.ensure_running()
     return context
+
+
+# A machine where none of these exists has no GPU that torch could use (NVIDIA's, ROCm's).
+GPU_DEVICE_FILES = ("/dev/nvidia[0-9]*", "/dev/kfd")
+
+
+def surely_cpus(device_names: Sequence[str]) -> bool:
+    """Whether ``--devices`` names only CPUs, judged without importing torch: ``cpu``, or
+    ``auto`` on a machine with no GPU device files."""
+    gpus = any(glob.glob(pattern) for pattern in GPU_DEVICE_FILES)
+    return all(name == "cpu" or (name == "auto" and not gpus) for name in device_names)

@@ -33,6 +33,18 @@ def test_a_worker_imports_no_report_code():
     assert "torch" not in modules_after("import cnnsweep.launch")
 
 
+def test_the_fork_server_serves_cpus_only(tmp_path, monkeypatch):
+    from cnnsweep import launch
+
+    assert launch.worker_context(["cpu"]).get_start_method() == "forkserver"
+    assert launch.worker_context(["cpu", "cuda"]).get_start_method() == "spawn"
+    assert launch.surely_cpus(["cpu"]) and not launch.surely_cpus(["cpu", "cuda:1"])
+    monkeypatch.setattr(launch, "GPU_DEVICE_FILES", (str(tmp_path / "nvidia[0-9]*"),))
+    assert launch.surely_cpus(["auto"])  # no GPU here: auto means the CPU
+    (tmp_path / "nvidia0").touch()
+    assert not launch.surely_cpus(["auto"])  # torch decides, after its import
+
+
 def test_reading_a_stored_study_by_name_imports_no_torch(tmp_path):
     journal = tmp_path / "runs" / "upgrade-tiny" / "journal.log"
     journal.parent.mkdir(parents=True)
