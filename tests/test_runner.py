@@ -71,7 +71,7 @@ def test_three_workers_complete_eight_runs_exactly_once_on_postgresql(tiny_spec,
                                                                      postgres_url):  # fmt: skip
     """Three processes share one PostgreSQL store. (Several workers on one journal file: the
     kill and Ctrl-C tests below.)"""
-    spec = tiny_spec(epochs=20, seeds=2)  # runs of about a second: every worker gets some
+    spec = tiny_spec(epochs=10, seeds=2)  # runs of half a second: every worker gets some
     args = ["run", str(spec), "--workers", "3", "--devices", "cpu", "--store", postgres_url,
             "--no-report"]  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
