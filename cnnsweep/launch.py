@@ -16,6 +16,7 @@ import glob
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import sys
 from collections.abc import Sequence
 
 WORKER_IMPORTS = ["cnnsweep.worker_server"]
@@ -23,8 +24,9 @@ WORKER_IMPORTS = ["cnnsweep.worker_server"]
 
 def worker_context(device_types: Sequence[str]) -> multiprocessing.context.BaseContext:
     """The start method for workers on devices of these types ("cpu", "cuda")."""
-    if all(kind == "cpu" for kind in device_types):
-        with contextlib.suppress(ValueError):  # no forkserver on this platform
+    # Linux only: macOS's system libraries are not safe to use after fork() (Python spawns there).
+    if sys.platform.startswith("linux") and all(kind == "cpu" for kind in device_types):
+        with contextlib.suppress(ValueError):  # no forkserver in this Python
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(WORKER_IMPORTS)
             return context
