@@ -2,9 +2,10 @@
 
 On CPUs, workers are forked from a server process that has made a worker's imports once
 (cnnsweep/worker_server.py: about 1.8 s on these 2-core machines), so that a worker, and a
-replacement for a dead one, starts in a fraction of a second. The server is started as early as
-the devices are known, and imports while the command reads its data and times its probe. With a
-GPU, workers are spawned: each one's CUDA starts in a fresh process, never in a fork.
+replacement for a dead one, starts in a fraction of a second. The server starts before the
+command's own imports when ``--devices`` surely means CPUs (else once torch has resolved them),
+and imports beside them. With a GPU, workers are spawned: each one's CUDA starts in a fresh
+process, never in a fork.
 
 This module imports no torch: the command can start the server before its own imports.
 """
