@@ -240,7 +240,8 @@ def _show_estimate(estimate, study, assume_yes: bool) -> None:
         print(f"cnnsweep: this is over an hour on this CPU (up to "
               f"{duration(estimate.seconds[1])}); faster: " + ", ".join([*faster, gpu]),
               file=sys.stderr)  # fmt: skip
-    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    # No standard input at all (a closed descriptor: sys.stdin is None) is not a terminal either.
+    interactive = all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stderr))
     if assume_yes or not interactive or estimate.seconds[1] <= ASK_ABOVE_S:
         return
     print("start it? [y/N] ", end="", file=sys.stderr, flush=True)

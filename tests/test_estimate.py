@@ -86,9 +86,10 @@ class Pipe(io.StringIO):
         raise AssertionError("a non-interactive run read its input")
 
 
-def test_a_pipe_never_waits_for_an_answer(monkeypatch, capsys):
+@pytest.mark.parametrize("stdin", [Pipe(), None], ids=["pipe", "closed"])
+def test_a_pipe_or_no_input_never_waits_for_an_answer(stdin, monkeypatch, capsys):
     study = load_study("seed48", "full")
-    monkeypatch.setattr(cli.sys, "stdin", Pipe())
+    monkeypatch.setattr(cli.sys, "stdin", stdin)  # None: standard input closed, as CI may run it
     _show_estimate(long_estimate(), study, assume_yes=False)  # goes on
     err = capsys.readouterr().err
     assert "over an hour on this CPU (up to 30 h 00 min)" in err and "start it?" not in err
