@@ -238,6 +238,8 @@ def test_a_killed_worker_is_replaced_then_ctrl_c_puts_runs_back_and_the_same_com
         records = wait_until(session, journal, "interrupted", one_running)
         victim = next(r for r in records if r.state == "running" and r.history)
         first_workers = {r.worker["pid"] for r in records if r.worker}
+        # Forked by the fork server (cnnsweep/launch.py), not by the command itself.
+        assert parent_pid(victim.worker["pid"]) != session.pid
         os.kill(victim.worker["pid"], signal.SIGKILL)  # the worker only; the parent goes on
         killed_at = time.time()
 
@@ -269,6 +271,10 @@ def test_a_killed_worker_is_replaced_then_ctrl_c_puts_runs_back_and_the_same_com
     assert_factors_are_optuna_parameters(store, 4)
     failed = [run_id for run_id, state in store.trial_states() if state == "failed"]
     assert victim.run_id in failed  # the attempt its worker died in, kept as a record
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def assert_each_run_completed_once_or_retried(store: Store, runs: int) -> None:
