@@ -104,7 +104,8 @@ class StudyProgress:
     ) -> None:
         self.workers = workers
         self.stream = stream = stream or sys.stderr
-        self.live = stream.isatty() if live is None else live
+        # sys.stderr is None when the command runs with standard error closed: lines, unshown.
+        self.live = (stream is not None and stream.isatty()) if live is None else live
         self._seen: dict[str, str] | None = None  # run_id -> state last shown
         self._epochs_shown: dict[str, int] = {}  # run_id -> epochs already printed
         self._started = time.time()

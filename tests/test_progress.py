@@ -82,3 +82,12 @@ def test_status_text_lists_runs_in_flight_and_failures():
     assert "runs: 3  waiting: 0  running: 1  complete: 1  diverged: 0  failed: 1" in text
     assert "running  run1: epoch 1/3 loss=1.500" in text
     assert "failed   run2: RuntimeError: boom" in text
+
+
+def test_no_standard_error_at_all_shows_nothing_and_goes_on(monkeypatch, capsys):
+    """A command run with standard error closed (sys.stderr is None): plain lines to nowhere."""
+    monkeypatch.setattr("sys.stderr", None)
+    progress = StudyProgress(total=1, workers=1)
+    assert not progress.live
+    progress.update([record(0, "running", [EPOCH])])
+    progress.close()
