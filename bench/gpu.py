@@ -163,6 +163,8 @@ def concurrent(data_path, device, scale: Scale, flops_per_image: float, peak: fl
     """Aggregate images/s of K runs at once, for each K; one pool of processes serves every K
     (each process starts once: reading the data costs seconds). Processes start as cnnsweep's
     workers do: spawned for a GPU, forked from a server with torch imported on a CPU."""
+    if budget.left() < 30:  # no K can run: start no processes either
+        return [{"k": k, "skipped": "budget"} for k in scale.concurrency]
     rows = []
     context = worker_context([device.type])
     largest = max(scale.concurrency)
@@ -293,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     modes = ["eager", "compiled", "graphed"] if device.type == "cuda" else ["eager"]
     data = load_data(args.data, progress=False)
     flops = training_flops_per_image(_config(scale, 64), data)
-    peak = matmul_peak_flops(device, bf16=device.type == "cuda")
+    # The smoke's MFU only shows the arithmetic works: a quarter second of matmuls is enough.
+    peak = matmul_peak_flops(device, bf16=device.type == "cuda", seconds=0.25 if args.smoke else 1)
     figures: dict = {
         "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"), "smoke": args.smoke, "width": scale.width,
