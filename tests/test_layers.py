@@ -49,13 +49,20 @@ def test_reading_a_stored_study_by_name_imports_no_torch(tmp_path):
     journal = tmp_path / "runs" / "upgrade-tiny" / "journal.log"
     journal.parent.mkdir(parents=True)
     shutil.copy(FIXTURE / "journal.log", journal)
-    for command in (["status", "--study", "upgrade-tiny"],
-                    ["export", "--study", "upgrade-tiny", "-o", "out.csv"],
-                    ["report", "--study", "upgrade-tiny", "-o", "report"]):  # fmt: skip
-        loaded = modules_after(
-            f"from cnnsweep.cli import main\nassert main({command!r}) == 0", cwd=tmp_path
-        )
-        assert "torch" not in loaded, command
+    commands = (["status", "--study", "upgrade-tiny"],
+                ["export", "--study", "upgrade-tiny", "-o", "out.csv"],
+                ["report", "--study", "upgrade-tiny", "-o", "report"])  # fmt: skip
+    # One interpreter runs the three in turn and says after each whether torch is loaded yet.
+    code = "import sys\nfrom cnnsweep.cli import main\n" + "".join(
+        f"assert main({command!r}) == 0\nprint('torch' in sys.modules, file=sys.stderr)\n"
+        for command in commands
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if line in ("True", "False")]
+    assert said == ["False"] * 3, done.stderr  # no torch after status, export, nor report
+    assert (tmp_path / "out.csv").is_file() and (tmp_path / "report" / "report.html").is_file()
 
 
 def test_a_built_in_spec_is_validated_without_torch():
