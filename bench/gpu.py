@@ -11,7 +11,7 @@
     finished so far and a projected total.
 
     python bench/gpu.py --data ../shared/data/cifar10-jpeg.tar.xz --json gpu.json
-    python bench/gpu.py --smoke        # on CPU in seconds: tiny width, a few hundred images
+    python bench/gpu.py --smoke        # on CPU in seconds: width 1/8, a few hundred images
 
 Every section checks the budget (``--budget-s``, default 420 s) before it starts and stops
 cleanly when it runs out; what was not measured is reported as such, never guessed.
