@@ -7,6 +7,7 @@ import sys
 import optuna
 import pytest
 
+from cnnsweep.cli import main
 from cnnsweep.store import Store, this_worker
 from tests.conftest import write_spec
 
@@ -35,7 +36,8 @@ optimizer = ["adam", "sgd"]
 # pruning is certain. Workers sharing one search: below, and racing at the store further down.
 @pytest.mark.parametrize(("backend", "workers"), [("journal", 1), ("postgresql", 1)])
 def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, workers, tmp_path,
-                                                                 bars_folder, request):  # fmt: skip
+                                                                 bars_folder, request,
+                                                                 monkeypatch):  # fmt: skip
     spec = write_spec(tmp_path / "search.toml", SEARCH.format(data=bars_folder))
     args = ["run", str(spec), "--workers", str(workers), "--devices", "cpu"]
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
@@ -64,10 +66,8 @@ def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, worker
                                          optuna.trial.TrialState.PRUNED}  # fmt: skip
     assert all(set(t.params) == {"lr", "optimizer"} for t in trials)
     if backend == "journal":  # running again draws nothing more and retries no pruned run
-        again = subprocess.run([sys.executable, "-m", "cnnsweep", *args, "--no-report"],
-                               cwd=tmp_path, capture_output=True, text=True,
-                               timeout=600)  # fmt: skip
-        assert again.returncode == 0, again.stderr
+        monkeypatch.chdir(tmp_path)
+        assert main([*args, "--no-report"]) == 0
         assert [(r.run_id, r.state) for r in store.records()] == [(r.run_id, r.state)
                                                                    for r in records]  # fmt: skip
     if backend != "journal":
