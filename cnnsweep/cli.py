@@ -152,15 +152,15 @@ def _study_name(args: argparse.Namespace) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from cnnsweep.launch import start_worker_server, surely_cpus
 
+    if args.max_runs is not None and args.max_runs < 1:
+        raise CnnsweepError(f"invalid --max-runs {args.max_runs}: must be at least 1")
+    study = _study_from_args(args)  # a bad spec is refused before any process starts
     if not args.dry_run and surely_cpus(args.devices.split(",")):
         start_worker_server(["cpu"])  # the workers' imports, beside this command's own
     from cnnsweep.runner import run_study, stored_identity_version
     from cnnsweep.schema import RunState
     from cnnsweep.worker import WorkerOptions
 
-    if args.max_runs is not None and args.max_runs < 1:
-        raise CnnsweepError(f"invalid --max-runs {args.max_runs}: must be at least 1")
-    study = _study_from_args(args)
     workers = 1 if args.workers is None else args.workers
     if args.dry_run:
         runs = study.runs(stored_identity_version(study, args.store))
