@@ -11,7 +11,7 @@ import shutil
 import struct
 import tarfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ class Place:
 
     root: Path
     cache: Path
+    written: list[Path] = field(default_factory=list)  # the specs a case wrote, removed after it
 
     @property
     def bars(self) -> Path:
@@ -41,6 +42,7 @@ class Place:
     def spec(self, text: str, name: str = "hostile.toml") -> str:
         path = self.root / name
         path.write_text(text)
+        self.written.append(path)
         return str(path)
 
     def search_spec(self, space: str, options: str = "", trials: int = 2, grid=False) -> str:
@@ -82,15 +84,40 @@ def template(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def place(template, tmp_path, private_cache, monkeypatch) -> Place:
-    root = tmp_path / "work"
+def _lay_out(template: Path, root: Path, cache: Path) -> None:
+    """A copy of the template, a FIFO, and a decode cache warmed as a user's would be."""
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
     shutil.copytree(template, root, symlinks=True)
     os.mkfifo(root / "fifo")
-    monkeypatch.chdir(root)
-    place = Place(root, private_cache)
-    assert main(["data", "bars"]) == 0  # a warm cache: a bad input must not touch it either
+    cache.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("CNNSWEEP_CACHE", str(cache))
+        assert main(["data", "bars"]) == 0  # a bad input must not touch the cache either
+
+
+@pytest.fixture(scope="module")
+def laid_out(template, tmp_path_factory) -> Place:
+    """One working folder for every case: each case proves it changed nothing, so the next can
+    use it as it is (a copy per case wrote some 50,000 files a session, and deleted them)."""
+    top = tmp_path_factory.mktemp("hostile-place")
+    place = Place(top / "work", top / "cache")
+    _lay_out(template, place.root, place.cache)
     return place
+
+
+@pytest.fixture
+def place(laid_out, template, monkeypatch):
+    pristine = snapshot(laid_out.root, laid_out.cache)
+    monkeypatch.chdir(laid_out.root)
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(laid_out.cache))
+    yield laid_out
+    for path in laid_out.written:
+        path.unlink(missing_ok=True)
+    laid_out.written.clear()
+    if snapshot(laid_out.root, laid_out.cache) != pristine:  # this case failed: lay it out anew
+        _lay_out(template, laid_out.root, laid_out.cache)
 
 
 def _png_header(width: int, height: int) -> bytes:
