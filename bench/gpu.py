@@ -20,6 +20,8 @@ cleanly when it runs out; what was not measured is reported as such, never guess
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import math
 import os
@@ -304,21 +306,35 @@ def main(argv: list[str] | None = None) -> dict:
         "budget_s": args.budget_s, "train_flops_per_image": flops, "matmul_peak_flops": peak,
     }  # fmt: skip
     share = lambda fraction: Budget(min(budget.left(), fraction * args.budget_s))  # noqa: E731
-    figures["per_run"] = per_run(data, device, scale, modes, share(SHARE_PER_RUN))
-    figures["concurrent"] = concurrent(
-        args.data, device, scale, flops, peak, share(SHARE_CONCURRENT)
-    )
+    sections = figures["section_s"] = {"setup": round(args.budget_s - budget.left(), 1)}
+    with _timed(sections, "per_run"):
+        figures["per_run"] = per_run(data, device, scale, modes, share(SHARE_PER_RUN))
+    with _timed(sections, "concurrent"):
+        figures["concurrent"] = concurrent(
+            args.data, device, scale, flops, peak, share(SHARE_CONCURRENT)
+        )
     measured = [r for r in figures["concurrent"] if "aggregate_img_per_s" in r]
     best_k = max(measured, key=lambda r: r["aggregate_img_per_s"])["k"] if measured else 1
-    if budget.left() > 30:
-        figures["study"] = whole_study(args.data, device, scale, best_k, budget)
-    else:
-        figures["study"] = {"skipped": "budget"}
+    with _timed(sections, "study"):
+        if budget.left() > 30:
+            figures["study"] = whole_study(args.data, device, scale, best_k, budget)
+        else:
+            figures["study"] = {"skipped": "budget"}
     figures["elapsed_s"] = round(args.budget_s - budget.left(), 1)
     print_table(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return figures
+
+
+@contextlib.contextmanager
+def _timed(sections: dict[str, float], name: str):
+    """Wall seconds of one section, so a budget's use can be read from the JSON."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        sections[name] = round(time.monotonic() - start, 1)
 
 
 def _device_name(device: torch.device) -> str:
@@ -366,7 +382,11 @@ def print_table(figures: dict) -> None:
             print("  claims: " + ", ".join(f"({k}) {v}" for k, v in study["claims"].items()))
     else:
         print(f"  {study}")
+    if "section_s" in figures:
+        spent = ", ".join(f"{name} {s:.1f} s" for name, s in figures["section_s"].items())
+        print(f"\ntime     {figures['elapsed_s']:.1f} s of {figures['budget_s']:.0f}: {spent}")
 
 
 if __name__ == "__main__":
     main()
+    gc.freeze()  # the exit then skips a last collection of all torch loaded (about 1 s)
