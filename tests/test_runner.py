@@ -67,18 +67,19 @@ def assert_factors_are_optuna_parameters(store: Store, runs: int) -> None:
     assert set(importances) <= set(levels)
 
 
-def test_three_workers_complete_eight_runs_exactly_once_on_postgresql(tiny_spec, tmp_path,
-                                                                     postgres_url):  # fmt: skip
-    """Three processes share one PostgreSQL store. (Several workers on one journal file: the
-    kill and Ctrl-C tests below.)"""
+def test_three_workers_complete_eight_runs_exactly_once_on_postgresql(
+    tiny_spec, tmp_path, postgres_url, capsys, monkeypatch
+):
+    """Three worker processes share one PostgreSQL store. (Several workers on one journal file:
+    the kill and Ctrl-C tests below, which run the command in a process of its own.)"""
+    monkeypatch.chdir(tmp_path)
     spec = tiny_spec(epochs=10, seeds=2)  # runs of half a second: every worker gets some
     args = ["run", str(spec), "--workers", "3", "--devices", "cpu", "--store", postgres_url,
             "--no-report"]  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "complete: 8" in done.stdout
-    assert "report: not written (--no-report)" in done.stdout and "--store URL" in done.stdout
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "complete: 8" in out
+    assert "report: not written (--no-report)" in out and "--store URL" in out
     assert not (tmp_path / "runs" / "tiny" / "report").exists()
     store = Store.open(postgres_url, "tiny")
     assert_each_run_completed_once(store, 8)
@@ -264,8 +265,10 @@ def test_a_killed_worker_is_replaced_then_ctrl_c_puts_runs_back_and_the_same_com
     assert "run the same command again" in interrupted.stdout
     states = [r.state for r in Store.open(str(journal), "interrupted").records()]
     assert set(states) <= {"complete", "waiting"} and "waiting" in states  # all put back
-    again = run_again(spec, tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
+    # The same command again, in this process (its workers are processes all the same).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert main(["run", str(spec), "--workers", "2", "--devices", "cpu", "--no-report"]) == 0
     store = Store.open(str(journal), "interrupted")
     assert_each_run_completed_once(store, 4)
     assert_factors_are_optuna_parameters(store, 4)

@@ -1,9 +1,6 @@
 """Search instead of a grid: Optuna samples the runs, workers on any machine share one search
 through the store, a pruner stops runs that fall behind; pruned runs are kept and never retried."""
 
-import subprocess
-import sys
-
 import optuna
 import pytest
 
@@ -38,13 +35,12 @@ optimizer = ["adam", "sgd"]
 def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, workers, tmp_path,
                                                                  bars_folder, request,
                                                                  monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
     spec = write_spec(tmp_path / "search.toml", SEARCH.format(data=bars_folder))
     args = ["run", str(spec), "--workers", str(workers), "--devices", "cpu"]
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
     args += ["--store", url, "--no-report"] if url else []  # the report: checked on the journal
-    done = subprocess.run([sys.executable, "-m", "cnnsweep", *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert main(args) == 0
     store = Store.open(url or str(tmp_path / "runs" / "search" / "journal.log"), "search")
     records = store.records()
     # The budget, give or take a draw made at the very moment another worker drew the last.
@@ -66,7 +62,6 @@ def test_a_search_with_a_pruner_completes_its_trials_some_pruned(backend, worker
                                          optuna.trial.TrialState.PRUNED}  # fmt: skip
     assert all(set(t.params) == {"lr", "optimizer"} for t in trials)
     if backend == "journal":  # running again draws nothing more and retries no pruned run
-        monkeypatch.chdir(tmp_path)
         assert main([*args, "--no-report"]) == 0
         assert [(r.run_id, r.state) for r in store.records()] == [(r.run_id, r.state)
                                                                    for r in records]  # fmt: skip
