@@ -78,11 +78,14 @@ def test_a_real_kill_mid_append_is_repaired(tmp_path):
     Store.open_or_create(str(journal), "s").enqueue_missing(RUNS)
     whole = journal.read_bytes()
     landed = False
-    for attempt in range(12):
+    for _ in range(6):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(journal)],
                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert writer.stdout.readline() == "ready\n"
-        time.sleep(0.05 + 0.03 * attempt)
+        # The file grows page by page while a 48 MB line is written: kill it as it grows.
+        deadline = time.monotonic() + 30
+        while journal.stat().st_size == len(whole) and time.monotonic() < deadline:
+            time.sleep(0.001)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         lock = Path(str(journal) + ".lock")
