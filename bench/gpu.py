@@ -63,13 +63,16 @@ class Scale:
     epochs: int  # epochs per measurement; all but the first are timed
     concurrency: tuple[int, ...]  # K values of (b)
     preset: str  # seed48 preset of (c)
+    batch_sizes: tuple[int, ...] = (64, 32)  # of (a)
 
 
 REAL = Scale(width=1.0, images=20_000, epochs=3, concurrency=(1, 2, 4, 8), preset="full")
 # Width 1/8 and 512 images, as bench/throughput.py's test: at width 1/16 the network costs so
 # little that the eager-to-report-loop ratio came out at 1.0 now and then (1.11-1.95), at 1/8
 # it was 1.27-1.98 on the AVX512-BF16 CPU and 1.34-1.56 with oneDNN held to AVX2.
-SMOKE = Scale(width=0.125, images=512, epochs=2, concurrency=(1, 2), preset="smoke")
+# One batch size: the other is the same code with another number.
+SMOKE = Scale(width=0.125, images=512, epochs=2, concurrency=(1, 2), preset="smoke",
+              batch_sizes=(64,))  # fmt: skip
 # (c) in smoke mode: every seed48 configuration, trained for one short epoch.
 SMOKE_PRESET = """
 [presets.smoke]
@@ -114,7 +117,7 @@ MODES = {  # name -> TrainConfig speed settings
 
 def per_run(data, device, scale: Scale, modes: list[str], budget: Budget) -> list[dict]:
     rows = []
-    for batch_size in (64, 32):
+    for batch_size in scale.batch_sizes:
         if budget.left() < 30:
             rows.append({"batch_size": batch_size, "skipped": "budget"})
             continue

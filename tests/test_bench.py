@@ -47,6 +47,7 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(real_cifar, session_cache
     """bench/gpu.py --smoke: the command the GPU session will run, known to work on CPU."""
     figures = run_gpu_bench(session_cache, tmp_path)
     assert figures["smoke"] and figures["train_flops_per_image"] > 0
+    assert [row["batch_size"] for row in figures["per_run"]] == [64]  # (64, 32) on a GPU
     for row in figures["per_run"]:  # (a): the report's loop and cnnsweep, as a ratio
         assert row["report_loop"] > 0 and row["eager"] > 0
         assert abs(row["eager_ratio"] - row["eager"] / row["report_loop"]) < 0.01

@@ -17,7 +17,7 @@ seeds = [0, 1]
 data = "{data}"
 
 [fixed]
-max_epochs = 3
+max_epochs = 2
 patience = 10
 eval_batch_size = 256
 train_eval_images = 100

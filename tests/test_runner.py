@@ -292,9 +292,9 @@ def assert_each_run_completed_once_or_retried(store: Store, runs: int) -> None:
 def test_status_and_export(tiny_spec, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = tiny_spec(name="small", epochs=1, seeds=1)
-    assert main(["run", str(spec), "--devices", "cpu"]) == 0
-    ended = capsys.readouterr().out.splitlines()  # the study's findings, then the report
-    assert any(line.startswith("best: ") for line in ended) and ended[-1].startswith("report: ")
+    assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 0
+    ended = capsys.readouterr().out.splitlines()
+    assert ended[-1].startswith("report: not written (--no-report)")
     assert main(["status", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "runs: 4" in out and "complete: 4" in out and "eta: 0m00s" in out
@@ -311,6 +311,9 @@ def test_status_and_export(tiny_spec, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr("cnnsweep.runner._supervise", no_workers)
     assert main(["run", str(spec), "--devices", "cpu"]) == 0  # all done: the report, at once
+    ended = capsys.readouterr().out.splitlines()  # the study's findings, then the report
+    assert any(line.startswith("best: ") for line in ended) and ended[-1].startswith("report: ")
+    assert (tmp_path / "runs" / "small" / "report" / "report.html").is_file()
 
 
 @pytest.mark.parametrize(
