@@ -206,6 +206,12 @@ def test_small_sample_statistics_against_values_worked_out_by_hand():
     low, high = stats.mean_interval([1.0, 2.0, 3.0])
     assert (low, high) == pytest.approx((2 - 2.48414, 2 + 2.48414), abs=1e-4)
     assert all(map(math.isnan, stats.mean_interval([3.0])))  # n too small: no interval
+    # Cut at what the metric can take: three seeds at 69-100% accuracy reach past 100 uncut.
+    uncut = stats.mean_interval([70.0, 90.0, 100.0])
+    assert uncut[1] > 100
+    assert stats.mean_interval([70.0, 90.0, 100.0], stats.metric_bounds("test_accuracy")) == (
+        pytest.approx(uncut[0]), 100.0)  # fmt: skip
+    assert stats.metric_bounds("train_time") == (0.0, math.inf)
     assert stats.probability_of_improvement([1, 2, -1, 0]) == pytest.approx(0.625)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cnnsweep.report.stats import mean_interval
+from cnnsweep.report.stats import mean_interval, metric_bounds
 
 
 def level_order(values: pd.Series) -> list:
@@ -47,7 +47,7 @@ def interaction_means(frame: pd.DataFrame, across: str, lines: str, metric: str)
             values = done.loc[(done[lines] == line) & (done[across].astype(str) == x), metric]
             if values.empty:
                 continue
-            low, high = mean_interval(values.to_numpy(float))
+            low, high = mean_interval(values.to_numpy(float), metric_bounds(metric))
             rows.append({"x": x, "line": str(line), "mean": float(values.mean()), "low": low,
                          "high": high, "runs": len(values)})  # fmt: skip
     means = pd.DataFrame(rows, columns=["x", "line", "mean", "low", "high", "runs"])

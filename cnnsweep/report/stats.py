@@ -47,8 +47,13 @@ def _fewest_pairs() -> int:
 MIN_PAIRS = _fewest_pairs()
 
 
-def mean_interval(values) -> tuple[float, float]:
-    """Student t 95% interval of the mean; NaNs with fewer than 2 finite values."""
+UNBOUNDED = (-math.inf, math.inf)
+
+
+def mean_interval(values, bounds: tuple[float, float] = UNBOUNDED) -> tuple[float, float]:
+    """Student t 95% interval of the mean, cut to ``bounds`` (the values the quantity can take:
+    over 2-3 seeds a t interval of an accuracy can reach past 100%); NaNs with fewer than 2
+    finite values."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if len(values) < 2:
@@ -57,7 +62,17 @@ def mean_interval(values) -> tuple[float, float]:
     if sem == 0:
         return mean, mean
     low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean, scale=sem)
-    return float(low), float(high)
+    return max(float(low), bounds[0]), min(float(high), bounds[1])
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The values a run's metric can take: accuracies are percentages; times and epoch counts
+    are never negative."""
+    if "accuracy" in metric or metric.endswith("_acc"):
+        return 0.0, 100.0
+    if metric.endswith(("_time", "epoch", "epochs", "epochs_run")):
+        return 0.0, math.inf
+    return UNBOUNDED
 
 
 def probability_of_improvement(differences) -> float:
@@ -82,7 +97,7 @@ def configuration_summary(frame: pd.DataFrame, metric: str, keys: list[str]) -> 
     rows = []
     for key, group in frame.dropna(subset=[metric]).groupby(keys, sort=False, dropna=False):
         values = group[metric].to_numpy(float)
-        low, high = mean_interval(values)
+        low, high = mean_interval(values, metric_bounds(metric))
         key = key if isinstance(key, tuple) else (key,)
         sd = float(values.std(ddof=1)) if len(values) >= 2 else math.nan  # over seeds
         rows.append({**dict(zip(keys, key, strict=True)), "runs": len(values),
