@@ -44,7 +44,7 @@ from cnnsweep.data import load_data
 from cnnsweep.data.splits import split_indices
 from cnnsweep.devices import resolve_device
 from cnnsweep.flops import matmul_peak_flops, training_flops_per_image
-from cnnsweep.launch import worker_context
+from cnnsweep.launch import start_worker_server
 from cnnsweep.spec import builtin_specs
 from cnnsweep.train import train
 
@@ -172,7 +172,7 @@ def concurrent(data_path, device, scale: Scale, flops_per_image: float, peak: fl
     if budget.left() < 30:  # no K can run: start no processes either
         return [{"k": k, "skipped": "budget"} for k in scale.concurrency]
     rows = []
-    context = worker_context([device.type])
+    context = start_worker_server([device.type])  # on a CPU: started by main(), already up
     largest = max(scale.concurrency)
     with context.Manager() as manager, context.Pool(largest) as pool:
         for k in scale.concurrency:
@@ -297,6 +297,10 @@ def main(argv: list[str] | None = None) -> dict:
     budget = Budget(args.budget_s)
     scale = SMOKE if args.smoke else REAL
     device = resolve_device(args.device)
+    if args.smoke and budget.left() >= 30:
+        # (b)'s fork server (on a CPU) imports while (a) runs: the smoke's figures only show
+        # that the code works, a real measurement keeps (a) to itself.
+        start_worker_server([device.type])
     # Graphs need CUDA; on a CPU torch.compile measured slower than eager (DESIGN.md).
     modes = ["eager", "compiled", "graphed"] if device.type == "cuda" else ["eager"]
     data = load_data(args.data, progress=False)
