@@ -9,13 +9,17 @@ The speed, per run shape (model, width, batch size, amp): what this store's fini
 shape trained at, else a short timed probe on the device: PROBE_BATCHES training steps, timed
 after one untimed epoch of warm-up. Several workers on one CPU share its cores, so on a CPU the
 study goes at the probe's speed; each GPU listed adds one probe's speed (a lower bound: runs that
-share a GPU overlap).
+share a GPU overlap). Where the workers are forked from a server (on a CPU), the probe runs in a
+process forked from it too: the server has imported what a first training step imports
+(TorchDynamo, about 1 s), so the command need not.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 
 import torch
 
@@ -96,9 +100,11 @@ def estimate_study(
     devices: list[torch.device],
     workers: int,
     identity_version: int,
+    context: BaseContext | None = None,
 ) -> StudyEstimate:
     """The estimate for the runs of ``study`` that ``stored`` (its records so far) has not
-    finished. A search counts its trials still to draw as runs like its extremes."""
+    finished. A search counts its trials still to draw as runs like its extremes. ``context``:
+    how the workers start (a fork server's: the probes run in processes forked from it)."""
     ended = {r.run_id for r in stored if r.state.ended}
     runs = [run for run in study.runs(identity_version) if run.run_id not in ended]
     if study.spec.search is not None:
@@ -120,7 +126,8 @@ def estimate_study(
     for config in configs:
         key = shape_of(config)
         if key not in speeds:
-            speeds[key], source = _speed(config, stored_rates.get(key, []), data, devices[0])
+            rates = stored_rates.get(key, [])
+            speeds[key], source = _speed(config, rates, data, devices[0], context)
             sources.add(source)
         if speeds[key] is None:  # the probe failed: a run of this shape will fail the same way
             continue
@@ -168,29 +175,43 @@ def _stored_rates(finished: list[RunRecord]) -> dict[tuple, list[float]]:
 
 
 def _speed(
-    config: TrainConfig, rates: list[float], data: ImageDataset, device: torch.device
-) -> tuple[float | None, str]:
+    config: TrainConfig, rates: list[float], data: ImageDataset, device: torch.device,
+    context: BaseContext | None,
+) -> tuple[float | None, str]:  # fmt: skip
     """Training images/s for runs of this shape: as this store's finished runs of that shape
     trained (``rates``), else probed."""
     if rates:
         return sum(rates) / len(rates), f"as {len(rates)} finished runs trained"
     try:
-        return probe_speed(config, data, device), "measured by a probe"
+        return probe_speed(config, data, device, context), "measured by a probe"
     except Exception as exc:  # such a run fails in the study too, and is recorded there
         return None, f"the probe failed: {type(exc).__name__}: {exc}"
 
 
-def probe_speed(config: TrainConfig, data: ImageDataset, device: torch.device) -> float:
+def probe_speed(
+    config: TrainConfig, data: ImageDataset, device: torch.device,
+    context: BaseContext | None = None,
+) -> float:  # fmt: skip
     """Images/s of a few training steps of this run's model at its batch size: two epochs of
-    PROBE_BATCHES batches on a small subset, the second timed."""
-    from cnnsweep.train import train
-
+    PROBE_BATCHES batches on a small subset, the second timed; in a process forked from the
+    workers' server where ``context`` is one."""
     # A 90/10 holdout of PROBE_BATCHES batches' worth of images, or of all there are.
     images = min(len(data.train_labels), math.ceil(PROBE_BATCHES * config.batch_size / 0.9))
-    probe = config.model_dump() | {
+    tests = min(len(data.test_labels), config.batch_size)
+    probe = TrainConfig(**config.model_dump() | {
         "protocol": "holdout", "split": 0.9, "max_train_images": images,
-        "max_test_images": min(len(data.test_labels), config.batch_size), "max_epochs": 2,
-        "patience": 2, "train_eval_images": 0, "restore_best": False,
-    }  # fmt: skip
-    result = train(TrainConfig(**probe), data, device)
+        "max_test_images": tests, "max_epochs": 2, "patience": 2, "train_eval_images": 0,
+        "restore_best": False,
+    })  # fmt: skip
+    if context is None or context.get_start_method() != "forkserver":
+        return _probe(probe, data, str(device))
+    sample = data.subset(images, tests)  # what the probe trains on: all it needs sent
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_probe, probe, sample, str(device)).result()
+
+
+def _probe(probe: TrainConfig, data: ImageDataset, device: str) -> float:
+    from cnnsweep.train import train
+
+    result = train(probe, data, torch.device(device))
     return result.history[-1].images_per_second

@@ -144,12 +144,13 @@ def existing_store(study: Study, store_url: str | None) -> Store | None:
 
 def study_estimate(
     study: Study, store: Store | None, data: ImageDataset, devices: list[torch.device],
-    workers: int,
+    workers: int, context: multiprocessing.context.BaseContext | None = None,
 ) -> StudyEstimate:  # fmt: skip
-    """How long the runs still to do will take here (cnnsweep.estimate); reads the store only."""
+    """How long the runs still to do will take here (cnnsweep.estimate); reads the store only.
+    ``context``: how the workers start (its fork server, if any, serves the probes too)."""
     stored = store.records(epochs=False) if store is not None else []
     version = store.identity_version if store is not None else IDENTITY_VERSION
-    return estimate_study(study, stored, data, devices, workers, version)
+    return estimate_study(study, stored, data, devices, workers, version, context)
 
 
 def stored_identity_version(study: Study, store_url: str | None) -> int:
@@ -194,7 +195,7 @@ def run_study(
     if before_start is not None:  # the estimate, after the checks, before anything is written
         if (stored := existing_store(study, store_url)) is not None:
             check_stored_spec(stored, study, allow_spec_change)
-        before_start(study_estimate(study, stored, dataset, resolved, workers))
+        before_start(study_estimate(study, stored, dataset, resolved, workers, context))
     store = open_study_store(study, store_url, allow_spec_change)
     save_cached(dataset)
     del dataset

@@ -55,6 +55,18 @@ def test_the_estimate_is_within_2x_of_a_real_studys_wall_time(tiny_spec, tmp_pat
     assert estimate.runs == 4 and estimate.speed_source == "as 4 finished runs trained"
 
 
+def test_a_probe_forked_from_the_workers_server_measures_what_one_in_process_does(bars_folder):
+    """The probe of `cnnsweep run` on a CPU runs in a process forked from the workers' server;
+    elsewhere (a dry run, a GPU's spawned workers) in the command's own process."""
+    from cnnsweep.config import make_config
+    from cnnsweep.launch import start_worker_server
+
+    config, data, cpu = make_config(width=0.0625), load_data(bars_folder), torch.device("cpu")
+    forked = estimate_module.probe_speed(config, data, cpu, start_worker_server(["cpu"]))
+    here = estimate_module.probe_speed(config, data, cpu)
+    assert forked > 0 and here > 0 and 0.2 < forked / here < 5  # one speed, give or take noise
+
+
 def test_the_reports_full_scale_on_a_cpu_is_flagged_before_it_starts(
     real_cifar, session_cache, capsys, monkeypatch
 ):
