@@ -19,18 +19,19 @@ def bars(tmp_path):
     return write_image_folder(tmp_path / "bars", train_per_class=12, test_per_class=4)
 
 
-def test_train_prints_the_result_as_json(bars, private_cache):
-    done = run_cli(
+def test_train_prints_the_result_as_json(bars, private_cache, capsys):
+    """In this process (a real one runs in test_errors_exit_non_zero_from_a_real_process)."""
+    assert main([
         "train", "--data", str(bars), "--batch-norm", "--optimizer", "sgd", "--lr", "0.01",
         "--batch-size", "16", "--split", "0.75", "--protocol", "holdout", "--max-epochs", "2",
         "--width", "0.0625", "--device", "cpu",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    ]) == 0  # fmt: skip
+    done = capsys.readouterr()
+    result = json.loads(done.out)
     assert result["config"]["optimizer"] == "sgd" and result["config"]["batch_norm"] is True
     assert result["epochs_trained"] == 2 and len(result["history"]) == 2
     assert result["train_size"] == 90 and result["val_size"] == 30 and result["test_size"] == 40
-    assert "epoch 2/2" in done.stderr  # per-epoch progress goes to stderr
+    assert "epoch 2/2" in done.err  # per-epoch progress goes to stderr
 
 
 def test_every_training_setting_is_an_option_and_unset_ones_stay_unset():

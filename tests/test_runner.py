@@ -384,9 +384,11 @@ split = [0.7, 0.9]
 """
 
 
-def test_workers_from_the_command_line_and_the_reports_csv_columns(tmp_path, bars_folder):
-    """`cnnsweep worker` (as on another machine) finishes a seed-protocol study; its export has
-    the report script's columns with the script's meanings."""
+def test_workers_from_the_command_line_and_the_reports_csv_columns(tmp_path, bars_folder,
+                                                                   capsys):  # fmt: skip
+    """`cnnsweep worker` (as on another machine; here, in this process) finishes a
+    seed-protocol study; its export has the report script's columns with the script's
+    meanings."""
     from cnnsweep.runner import open_study_store, run_dicts
     from cnnsweep.spec import load_study
 
@@ -396,9 +398,9 @@ def test_workers_from_the_command_line_and_the_reports_csv_columns(tmp_path, bar
     open_study_store(study, journal, False).enqueue_missing(run_dicts(study))
     args = ["worker", "--store", journal, "--study", "script", "--device", "cpu",
             "--max-attempts", "1"]  # fmt: skip
-    worker = cnnsweep(*args, cwd=tmp_path)
-    output, _ = worker.communicate(timeout=300)
-    assert worker.returncode == 0 and "nothing left to claim in 'script'" in output, output
+    assert main(args) == 0
+    output = capsys.readouterr()
+    assert "nothing left to claim in 'script'" in output.out + output.err, output
     records = Store.open(journal, "script").records()
     assert [r.state for r in records] == ["complete", "complete"]
     assert main(["export", "--study", "script", "--store", journal, "-o",

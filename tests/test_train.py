@@ -177,9 +177,11 @@ def test_alexnet_learns_a_grayscale_image_folder(tmp_path):
     root = write_image_folder(tmp_path / "bars", train_per_class=150, test_per_class=100)
     data = load_data(root)
     assert data.channels == 1 and data.image_size == (28, 28) and len(data.test_labels) == 1000
-    config = make_config(batch_norm=True, width=0.125, max_epochs=6, split=0.8)
+    config = make_config(batch_norm=True, width=0.125, max_epochs=2, split=0.8,
+                         train_eval_images=0)  # fmt: skip
     result = train(config, data)
-    assert result.test_accuracy >= 95.0, result.test_accuracy  # the bars are easy: 100% here
+    # The bars are easy: 100% validation accuracy from the first epoch, 99.9% on the test set.
+    assert result.test_accuracy >= 95.0, result.test_accuracy
 
 
 def test_torch_compile_switch_trains_through_a_captured_graph(patterns, monkeypatch):
