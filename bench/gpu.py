@@ -42,7 +42,7 @@ from bench.throughput import DEFAULT_DATA, report_loop_images_per_second
 from cnnsweep.config import make_config
 from cnnsweep.data import load_data
 from cnnsweep.data.splits import split_indices
-from cnnsweep.devices import resolve_device
+from cnnsweep.devices import bf16_supported, resolve_device
 from cnnsweep.flops import matmul_peak_flops, training_flops_per_image
 from cnnsweep.launch import start_worker_server
 from cnnsweep.spec import builtin_specs
@@ -297,21 +297,22 @@ def main(argv: list[str] | None = None) -> dict:
     budget = Budget(args.budget_s)
     scale = SMOKE if args.smoke else REAL
     device = resolve_device(args.device)
-    if args.smoke and budget.left() >= 30:
-        # (b)'s fork server (on a CPU) imports while (a) runs: the smoke's figures only show
-        # that the code works, a real measurement keeps (a) to itself.
-        start_worker_server([device.type])
     # Graphs need CUDA; on a CPU torch.compile measured slower than eager (DESIGN.md).
     modes = ["eager", "compiled", "graphed"] if device.type == "cuda" else ["eager"]
     data = load_data(args.data, progress=False)
     flops = training_flops_per_image(_config(scale, 64), data)
     # The smoke's MFU only shows the arithmetic works: a quarter second of matmuls is enough.
-    peak = matmul_peak_flops(device, bf16=device.type == "cuda", seconds=0.25 if args.smoke else 1)
+    # MFU against the peak of the precision the runs train in: bf16 where it is native (AMP).
+    peak = matmul_peak_flops(device, bf16=bf16_supported(device), seconds=0.25 if args.smoke else 1)
     figures: dict = {
         "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"), "smoke": args.smoke, "width": scale.width,
         "budget_s": args.budget_s, "train_flops_per_image": flops, "matmul_peak_flops": peak,
     }  # fmt: skip
+    if args.smoke and budget.left() >= 30:
+        # (b)'s fork server (on a CPU) imports while (a) runs, after the peak's measurement: the
+        # smoke's figures of (a) only show that the code works, a real run keeps (a) to itself.
+        start_worker_server([device.type])
     share = lambda fraction: Budget(min(budget.left(), fraction * args.budget_s))  # noqa: E731
     sections = figures["section_s"] = {"setup": round(args.budget_s - budget.left(), 1)}
     with _timed(sections, "per_run"):
