@@ -82,6 +82,9 @@ class RunResult(BaseModel):
     precision: str  # "bf16-autocast" or "fp32"
     normalization: str  # "report" (the report's constants) or "train" (computed from the split)
     history: list[EpochMetrics]
+    # The epoch its checkpoint had saved when an interrupted run was retried (None: it trained
+    # from the start); the history holds every epoch all the same.
+    resumed_after_epoch: int | None = None
 
     def report_row(self) -> dict:
         """The report's CSV row (its column names and meanings, quirks included)."""

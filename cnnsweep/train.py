@@ -165,6 +165,7 @@ def train(
         precision="bf16-autocast" if use_bf16 else "fp32",
         normalization=splits.normalization,
         history=history,
+        resumed_after_epoch=first_epoch - 1 if first_epoch > 1 else None,
     )
 
 

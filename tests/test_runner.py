@@ -175,16 +175,16 @@ def signal_session_when(
         end_session(session)
 
 
-def run_again(spec, tmp_path) -> subprocess.CompletedProcess:
-    """The same ``cnnsweep run`` command again, with two workers (and no report)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cnnsweep", "run", str(spec), "--workers", "2", "--devices", "cpu",
-         "--no-report"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+def run_again(spec, tmp_path) -> None:
+    """The same ``cnnsweep run`` command again (two workers, no report), in this process: its
+    workers are processes all the same."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert main(["run", str(spec), "--workers", "2", "--devices", "cpu", "--no-report"]) == 0
 
 
 def test_sigkill_and_a_torn_journal_then_the_same_command_resumes_and_finishes_what_is_missing(
-    tiny_spec, tmp_path
+    tiny_spec, tmp_path, capsys
 ):
     """SIGKILL the whole session mid-study and tear the journal's last line, as a kill in the
     middle of an append would: the same command repairs the journal, keeps every finished run,
@@ -203,10 +203,8 @@ def test_sigkill_and_a_torn_journal_then_the_same_command_resumes_and_finishes_w
     cut_last_line(journal)
     before = {r.run_id: r.ended_at for r in Store.open(str(journal), "resume").records()
               if r.state == "complete"}  # fmt: skip
-    again = run_again(spec, tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert f"{len(before)} of 4 runs already finished" in again.stderr
-    assert "resuming from checkpoint" in again.stdout + again.stderr
+    run_again(spec, tmp_path)
+    assert f"{len(before)} of 4 runs already finished" in capsys.readouterr().err
     assert len(torn_files(journal)) == 1  # the torn line, kept aside
     store = Store.open(str(journal), "resume")
     assert_each_run_completed_once_or_retried(store, 4)
@@ -219,6 +217,7 @@ def test_sigkill_and_a_torn_journal_then_the_same_command_resumes_and_finishes_w
     assert 1 <= len(killed) <= 2
     for record in killed:
         assert [e["epoch"] for e in record.history] == list(range(1, len(record.history) + 1))
+    assert any(r.result["resumed_after_epoch"] for r in killed)  # from its checkpoint
     assert not list(checkpoints.glob("*"))  # removed with the runs' ends
 
 
@@ -265,10 +264,7 @@ def test_a_killed_worker_is_replaced_then_ctrl_c_puts_runs_back_and_the_same_com
     assert "run the same command again" in interrupted.stdout
     states = [r.state for r in Store.open(str(journal), "interrupted").records()]
     assert set(states) <= {"complete", "waiting"} and "waiting" in states  # all put back
-    # The same command again, in this process (its workers are processes all the same).
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path)
-        assert main(["run", str(spec), "--workers", "2", "--devices", "cpu", "--no-report"]) == 0
+    run_again(spec, tmp_path)
     store = Store.open(str(journal), "interrupted")
     assert_each_run_completed_once(store, 4)
     assert_factors_are_optuna_parameters(store, 4)
