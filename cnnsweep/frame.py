@@ -24,7 +24,7 @@ RESULT_COLUMNS = (
     "stop_reason", "epochs_trained", "best_epoch", "train_eval_accuracy", "train_accuracy",
     "train_loss",
     "val_accuracy", "val_loss", "test_loss", "images_per_second", "train_size", "val_size",
-    "test_size", "precision", "normalization", "device",
+    "test_size", "precision", "normalization", "device", "resumed_after_epoch",
 )  # fmt: skip
 CONFIG_COLUMNS = (
     "model", "width", "protocol", "augment", "max_epochs", "monitor", "patience", "min_delta",

@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 from tqdm import tqdm
 
+from cnnsweep.data.archives import name_parts
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.errors import DataError
 
@@ -117,7 +118,8 @@ def read_folder(folder: Path, fingerprint: str) -> ImageDataset:
 
 
 def is_batch_member(member: tarfile.TarInfo) -> bool:
-    return Path(member.name).name in BATCH_FILES
+    parts = name_parts(member.name)
+    return bool(parts) and parts[-1] in BATCH_FILES
 
 
 def from_members(

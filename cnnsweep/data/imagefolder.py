@@ -16,11 +16,12 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cnnsweep.data.archives import name_parts
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.errors import DataError
 
@@ -58,11 +59,11 @@ def folder_files(root: Path) -> list[Path]:
 
 
 def is_image_member(member: tarfile.TarInfo) -> bool:
-    parts = PurePosixPath(member.name).parts
+    parts = name_parts(member.name)
     if len(parts) < 3:
         return False
     split, _, filename = parts[-3:]
-    return split in SPLITS and PurePosixPath(filename).suffix.lower() in IMAGE_SUFFIXES
+    return split in SPLITS and os.path.splitext(filename)[1].lower() in IMAGE_SUFFIXES
 
 
 def member_entries(members: list[tuple[tarfile.TarInfo, bytes]], archive: Path) -> list[Entry]:
@@ -70,7 +71,7 @@ def member_entries(members: list[tuple[tarfile.TarInfo, bytes]], archive: Path) 
     read from the archive (read_members: in one pass, verified to the archive's end)."""
     entries: list[Entry] = []
     for member, blob in members:
-        split, class_name, _ = PurePosixPath(member.name).parts[-3:]
+        split, class_name, _ = name_parts(member.name)[-3:]
         entries.append((split, class_name, f"{archive}:{member.name}", blob))
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
     return entries

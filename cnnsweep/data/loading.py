@@ -108,9 +108,10 @@ def _archive_kind(path: Path) -> str:
 
 def _kind_of(names: list[str], path: Path) -> str:
     """Which source an archive holding members ``names`` is."""
-    if any(Path(n).name == cifar10.TRAIN_BATCHES[0] for n in names):
+    parts = [archives.name_parts(n) for n in names]
+    if any(p[-1:] == [cifar10.TRAIN_BATCHES[0]] for p in parts):
         return "cifar10-archive"
-    if any(set(Path(n).parts) & set(imagefolder.SPLITS) for n in names):
+    if any(set(p) & set(imagefolder.SPLITS) for p in parts):
         return "imagefolder-archive"
     raise DataError(f"archive {path} holds neither CIFAR-10 batches nor train/ and test/ folders")
 
