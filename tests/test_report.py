@@ -277,23 +277,20 @@ def test_holm_adjusts_the_sign_tests_of_a_table():
 # --- command line and bad input ---------------------------------------------------------------
 
 
-def test_report_command(fixture_report, tmp_path, capsys):
-    store, _, _ = fixture_report
-    out = tmp_path / "cli-report"
-    assert main(["report", "--study", "fixture", "--store", store.url, "-o", str(out)]) == 0
-    assert "report written to" in capsys.readouterr().out
-    assert (out / "report.html").is_file()
-
-
-def test_user_claims_file_is_used(fixture_report, tmp_path):
+def test_user_claims_file_is_used(fixture_report, tmp_path, capsys):
+    """`cnnsweep report --claims FILE`: the page re-tests the user's claims, not the seed
+    report's (one report drawn for both the command and the claims file)."""
     store, _, _ = fixture_report
     claims = tmp_path / "claims.toml"
     claims.write_text(
         '[[claims]]\nid = "z"\nclaim = "SGD beats Adam."\nmetric = "test_accuracy"\n'
         'tests = [{ factor = "optimizer", greater = "sgd", lesser = "adam" }]\n'
     )
-    files = build_report(study_data(store), tmp_path / "own", str(claims))
-    html = files.html.read_text()
+    out = tmp_path / "cli-report"
+    args = ["report", "--study", "fixture", "--store", store.url, "-o", str(out)]
+    assert main([*args, "--claims", str(claims)]) == 0
+    assert "report written to" in capsys.readouterr().out
+    html = (out / "report.html").read_text()
     assert verdicts(html) == {"z": "contradicted"} and "SGD beats Adam." in html
 
 
