@@ -14,6 +14,7 @@ import datetime
 import io
 import json
 import math
+import os
 import platform
 import shutil
 import uuid
@@ -213,6 +214,7 @@ def search_figures(
 def build_report(data: StudyData, out_dir: Path, claims: str | None = None) -> ReportFiles:
     """Write the report of ``data`` into ``out_dir``. ``claims`` overrides the claims the study
     names (a built-in set such as "seed-report", or a TOML file)."""
+    _check_writable(out_dir)  # before the analysis: its figures take seconds
     # A bad claims file fails here, before anything is written.
     frame, analysis = analyse(data, claims or claims_of(data.document))
     staging = _staging_folder(out_dir)
@@ -258,6 +260,19 @@ def findings_summary(frame: pd.DataFrame, analysis: Analysis) -> list[str]:
                                                           "inconclusive") if counts[v])  # fmt: skip
         lines.append(f"claims: {verdicts} (of {len(analysis.findings)})")
     return lines
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Fail now where the folder cannot be made or written, without making it (the write itself
+    is still checked: this only saves the analysis's time)."""
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not existing.is_dir():
+        problem = "Not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = "Permission denied"
+    else:
+        return
+    raise CnnsweepError(f"cannot write the report to {out_dir}: {problem}")
 
 
 def _staging_folder(out_dir: Path) -> Path:
