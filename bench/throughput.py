@@ -110,7 +110,7 @@ def cnnsweep_images_per_second(data, device, width: float, subset: int, seed: in
     return result.history[-1].images_per_second
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--images", type=int, default=2048, help="training images per epoch")
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
     data = load_data(args.data)

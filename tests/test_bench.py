@@ -7,19 +7,27 @@ import sys
 from tests.conftest import REPO, SHARED_ARCHIVE
 
 
+def load_bench(name: str):
+    """A bench/ script as a module, to run its main() in this process."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_throughput_benchmark_prints_both_figures_and_their_ratio(
-    real_cifar, session_cache, tmp_path
+    real_cifar, session_cache, tmp_path, capsys, monkeypatch
 ):
-    """A small-width run of bench/throughput.py; the real figure is measured at width 1 (README)."""
+    """A small-width run of bench/throughput.py (its main(), in this process); the real figure is
+    measured at width 1 (README)."""
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(session_cache))
     out = tmp_path / "figures.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "throughput.py"), "--data", str(SHARED_ARCHIVE),
-         "--width", "0.125", "--images", "512", "--device", "cpu", "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "CNNSWEEP_CACHE": str(session_cache)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "report loop" in done.stdout and "ratio" in done.stdout
+    args = ["--data", str(SHARED_ARCHIVE), "--width", "0.125", "--images", "512",
+            "--device", "cpu", "--json", str(out)]  # fmt: skip
+    load_bench("throughput").main(args)
+    printed = capsys.readouterr().out
+    assert "report loop" in printed and "ratio" in printed
     figures = json.loads(out.read_text())
     assert figures["train_images"] == 512
     assert figures["report_loop_img_per_s"] > 0 and figures["cnnsweep_img_per_s"] > 0
@@ -66,10 +74,7 @@ def test_gpu_benchmark_stops_at_its_budget(real_cifar, session_cache, tmp_path, 
     """In this process (the command itself: the smoke test above): a budget too small for
     anything skips every section, and says so."""
     monkeypatch.setenv("CNNSWEEP_CACHE", str(session_cache))
-    spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "bench" / "gpu.py")
-    gpu = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_bench", gpu)  # its dataclasses look themselves up there
-    spec.loader.exec_module(gpu)
+    gpu = load_bench("gpu")
     out = tmp_path / "gpu.json"
     gpu.main(["--smoke", "--data", str(SHARED_ARCHIVE), "--device", "cpu", "--json", str(out),
               "--budget-s", "5"])  # fmt: skip
