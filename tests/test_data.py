@@ -231,6 +231,31 @@ def test_mixed_sizes_and_modes_become_one_rgb_array(tmp_path):
     assert tuple(data.test_images[0, :, 5, 5]) == (128, 128, 128)
 
 
+def test_an_archive_s_images_decode_while_it_is_read(tmp_path, monkeypatch):
+    """From an archive, chunks of images go to the pool as they are read (Decoding): the same
+    arrays as a folder decoded by one process; a bad image is named, the pool shut down."""
+    root = write_image_folder(tmp_path / "d", train_per_class=4, test_per_class=2, classes=3)
+    Image.new("RGB", (28, 28), (10, 200, 30)).save(root / "train" / "class0" / "rgb.png")
+    one = load_data(root, use_cache=False)
+    monkeypatch.setattr(imagefolder, "PARALLEL_FROM", 4)
+    monkeypatch.setattr(imagefolder.Decoding, "CHUNK", 3)
+    submitted = []
+    real_submit = imagefolder.Decoding._submit
+
+    def submit(self, items) -> None:
+        submitted.append(len(items))
+        real_submit(self, items)
+
+    monkeypatch.setattr(imagefolder.Decoding, "_submit", submit)
+    streamed = load_data(tar_folder(root, tmp_path / "d.tar.gz"), use_cache=False)
+    assert len(submitted) > 2 or len(os.sched_getaffinity(0)) < 2  # in chunks, while reading
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(getattr(streamed, name), getattr(one, name))
+    (root / "train" / "class1" / "0001.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"corrupt image .*class1/0001\.png"):
+        load_data(tar_folder(root, tmp_path / "bad.tar.gz"), use_cache=False)
+
+
 def test_a_pool_of_processes_decodes_what_one_process_does(tmp_path, monkeypatch):
     """Many images are decoded by a pool of processes: the same arrays, in the same order, as
     one process gives, mixed modes and sizes included; the first bad image is named."""

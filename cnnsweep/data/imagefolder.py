@@ -15,7 +15,7 @@ import tarfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +66,18 @@ def is_image_member(member: tarfile.TarInfo) -> bool:
     return split in SPLITS and os.path.splitext(filename)[1].lower() in IMAGE_SUFFIXES
 
 
+def entry_name(archive: Path, member: tarfile.TarInfo) -> str:
+    """How an archive's image is named in errors and in Decoding's results."""
+    return f"{archive}:{member.name}"
+
+
 def member_entries(members: list[tuple[tarfile.TarInfo, bytes]], archive: Path) -> list[Entry]:
     """Image members laid out as ``[prefix/]train|test/<class>/<file>`` (is_image_member), as
     read from the archive (read_members: in one pass, verified to the archive's end)."""
     entries: list[Entry] = []
     for member, blob in members:
         split, class_name, _ = name_parts(member.name)[-3:]
-        entries.append((split, class_name, f"{archive}:{member.name}", blob))
+        entries.append((split, class_name, entry_name(archive, member), blob))
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
     return entries
 
@@ -106,11 +111,18 @@ def _classes(entries: Iterable[Entry], source: str) -> tuple[str, ...]:
     return tuple(found["train"])
 
 
-def decode(entries: list[Entry], source: str, fingerprint: str) -> ImageDataset:
-    """Decode every image (in parallel when there are many) into uint8 NCHW arrays."""
+def decode(
+    entries: list[Entry], source: str, fingerprint: str,
+    done: dict[str, Decoded] | None = None,
+) -> ImageDataset:  # fmt: skip
+    """Decode every image (in parallel when there are many) into uint8 NCHW arrays; ``done``:
+    the images already decoded, by entry name (Decoding, while an archive was read)."""
     classes = _classes(entries, source)
     class_index = {name: i for i, name in enumerate(classes)}
-    decoded = _decode_all([(name, content) for _, _, name, content in entries])
+    if done is None:
+        decoded = _decode_all([(name, content) for _, _, name, content in entries])
+    else:
+        decoded = [done.pop(name) for _, _, name, _ in entries]
     grayscale = all(gray for gray, _, _ in decoded)
     mode, channels = ("L", 1) if grayscale else ("RGB", 3)
     width, height = Counter(size for _, size, _ in decoded).most_common(1)[0][0]
@@ -154,15 +166,74 @@ def _decode_all(items: list[tuple[str, bytes | Path]]) -> list[Decoded]:
     """Each image decoded, in order; by a pool of processes, one a core, when there are many
     (Pillow's per-image work is Python-bound, so threads would not help). The first bad image in
     order raises its DataError, as one process would."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    alone = multiprocessing.current_process().daemon  # a daemonic process may have no children
-    if len(items) < PARALLEL_FROM or (cores or 1) < 2 or alone:
+    cores = _cores()
+    if len(items) < PARALLEL_FROM or cores is None:
         return _decode_chunk(items)
     size = math.ceil(len(items) / (4 * cores))  # a few chunks a process: they finish together
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    spawn = multiprocessing.get_context("spawn")  # never fork a process that may run torch
-    with ProcessPoolExecutor(cores, mp_context=spawn) as pool:
+    with _pool(cores) as pool:
         return [image for chunk in pool.map(_decode_chunk, chunks) for image in chunk]
+
+
+def _cores() -> int | None:
+    """The cores a pool of decoding processes may use; None where no pool can help or start."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    alone = multiprocessing.current_process().daemon  # a daemonic process may have no children
+    return None if (cores or 1) < 2 or alone else cores
+
+
+def _pool(cores: int) -> ProcessPoolExecutor:
+    spawn = multiprocessing.get_context("spawn")  # never fork a process that may run torch
+    return ProcessPoolExecutor(cores, mp_context=spawn)
+
+
+class Decoding:
+    """Images decoded while an archive is still being read: once PARALLEL_FROM have come, they
+    go in chunks to a pool of processes, so that reading (this process) and decoding (the pool)
+    overlap. Fewer are decoded here at the end. The first bad image in archive order raises its
+    DataError."""
+
+    CHUNK = 1024  # images a task
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[str, bytes]] = []
+        self._tasks: list[tuple[list[str], Future]] = []
+        self._cores = _cores()
+        self._executor: ProcessPoolExecutor | None = None
+        self._seen = 0
+
+    def __enter__(self) -> Decoding:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+
+    def add(self, name: str, content: bytes) -> None:
+        self._waiting.append((name, content))
+        self._seen += 1
+        if self._cores is not None and self._seen >= PARALLEL_FROM:
+            while len(self._waiting) >= self.CHUNK:
+                self._submit(self._waiting[: self.CHUNK])
+                del self._waiting[: self.CHUNK]
+
+    def _submit(self, items: list[tuple[str, bytes]]) -> None:
+        if self._executor is None:
+            self._executor = _pool(self._cores or 2)
+        names = [name for name, _ in items]
+        self._tasks.append((names, self._executor.submit(_decode_chunk, items)))
+
+    def results(self) -> dict[str, Decoded]:
+        """Every image added, decoded, by name."""
+        waiting, self._waiting = self._waiting, []
+        if self._executor is None:  # too few for a pool: decoded here
+            return dict(zip((name for name, _ in waiting), _decode_chunk(waiting), strict=True))
+        if waiting:
+            self._submit(waiting)
+        decoded: dict[str, Decoded] = {}
+        for names, task in self._tasks:
+            decoded.update(zip(names, task.result(), strict=True))
+        return decoded
 
 
 def _decode_chunk(items: list[tuple[str, bytes | Path]]) -> list[Decoded]:

@@ -91,15 +91,19 @@ def _read_archive(archive: Path, fingerprint: str) -> ImageDataset:
     names: list[str] = []
     batches, images = [], []
     wanted = lambda m: cifar10.is_batch_member(m) or imagefolder.is_image_member(m)  # noqa: E731
-    for member, content in archives.read_members(
-        archive, wanted, every=lambda m: names.append(m.name)
-    ):
-        (batches if cifar10.is_batch_member(member) else images).append((member, content))
-    if _kind_of(names, archive) == "cifar10-archive":
-        return cifar10.from_members(batches, archive, fingerprint)
-    return imagefolder.decode(
-        imagefolder.member_entries(images, archive), str(archive), fingerprint
-    )
+    with imagefolder.Decoding() as decoding:  # images decode while the rest is read
+        for member, content in archives.read_members(
+            archive, wanted, every=lambda m: names.append(m.name)
+        ):
+            if cifar10.is_batch_member(member):
+                batches.append((member, content))
+            else:
+                images.append((member, content))
+                decoding.add(imagefolder.entry_name(archive, member), content)
+        if _kind_of(names, archive) == "cifar10-archive":
+            return cifar10.from_members(batches, archive, fingerprint)
+        entries = imagefolder.member_entries(images, archive)
+        return imagefolder.decode(entries, str(archive), fingerprint, decoding.results())
 
 
 def _archive_kind(path: Path) -> str:
