@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import io
 import os
 import pickle
 import tarfile
@@ -251,6 +252,19 @@ def test_an_archive_s_images_decode_while_it_is_read(tmp_path, monkeypatch):
     assert len(submitted) > 2 or len(os.sched_getaffinity(0)) < 2  # in chunks, while reading
     for name in ("train_images", "train_labels", "test_images", "test_labels"):
         np.testing.assert_array_equal(getattr(streamed, name), getattr(one, name))
+    # One name twice in a tar (each is an image of its own, in archive order).
+    twice = tmp_path / "twice.tar"
+    with tarfile.open(twice, "w") as tar:
+        tar.add(root, arcname=root.name)
+        for colour in (40, 240):
+            blob = io.BytesIO()
+            Image.new("L", (28, 28), colour).save(blob, "PNG")
+            add_member(tar, "d/train/class2/dup.png", blob.getvalue())
+    doubled = load_data(twice, use_cache=False)
+    assert len(doubled.train_labels) == len(one.train_labels) + 2
+    colours = [int(doubled.train_images[i, 0, 0, 0]) for i in np.flatnonzero(
+        doubled.train_labels == 2)][-2:]  # fmt: skip
+    assert colours == [40, 240]
     (root / "train" / "class1" / "0001.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"corrupt image .*class1/0001\.png"):
         load_data(tar_folder(root, tmp_path / "bad.tar.gz"), use_cache=False)

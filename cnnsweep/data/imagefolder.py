@@ -113,16 +113,17 @@ def _classes(entries: Iterable[Entry], source: str) -> tuple[str, ...]:
 
 def decode(
     entries: list[Entry], source: str, fingerprint: str,
-    done: dict[str, Decoded] | None = None,
+    done: dict[str, list[Decoded]] | None = None,
 ) -> ImageDataset:  # fmt: skip
     """Decode every image (in parallel when there are many) into uint8 NCHW arrays; ``done``:
-    the images already decoded, by entry name (Decoding, while an archive was read)."""
+    the images already decoded, by entry name (Decoding, while an archive was read; entries of
+    one name in the order they were added)."""
     classes = _classes(entries, source)
     class_index = {name: i for i, name in enumerate(classes)}
     if done is None:
         decoded = _decode_all([(name, content) for _, _, name, content in entries])
     else:
-        decoded = [done.pop(name) for _, _, name, _ in entries]
+        decoded = [done[name].pop(0) for _, _, name, _ in entries]
     grayscale = all(gray for gray, _, _ in decoded)
     mode, channels = ("L", 1) if grayscale else ("RGB", 3)
     width, height = Counter(size for _, size, _ in decoded).most_common(1)[0][0]
@@ -223,16 +224,20 @@ class Decoding:
         names = [name for name, _ in items]
         self._tasks.append((names, self._executor.submit(_decode_chunk, items)))
 
-    def results(self) -> dict[str, Decoded]:
-        """Every image added, decoded, by name."""
+    def results(self) -> dict[str, list[Decoded]]:
+        """Every image added, decoded, by name: a list, in the order added (a tar may hold one
+        name twice)."""
         waiting, self._waiting = self._waiting, []
         if self._executor is None:  # too few for a pool: decoded here
-            return dict(zip((name for name, _ in waiting), _decode_chunk(waiting), strict=True))
-        if waiting:
-            self._submit(waiting)
-        decoded: dict[str, Decoded] = {}
-        for names, task in self._tasks:
-            decoded.update(zip(names, task.result(), strict=True))
+            chunks = [([name for name, _ in waiting], _decode_chunk(waiting))]
+        else:
+            if waiting:
+                self._submit(waiting)
+            chunks = [(names, task.result()) for names, task in self._tasks]
+        decoded: dict[str, list[Decoded]] = {}
+        for names, images in chunks:
+            for name, image in zip(names, images, strict=True):
+                decoded.setdefault(name, []).append(image)
         return decoded
 
 
