@@ -20,7 +20,6 @@ cleanly when it runs out; what was not measured is reported as such, never guess
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import math
@@ -31,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,10 +116,12 @@ MODES = {  # name -> TrainConfig speed settings
 
 
 def per_run(data, device, scale: Scale, modes: list[str], budget: Budget) -> list[dict]:
-    rows = []
-    for batch_size in scale.batch_sizes:
+    """Mode by mode, each batch size in turn: the report's loop, then eager, then the compiled
+    modes, so that a budget spent on compiling still leaves every batch size's eager ratio."""
+    rows = {batch_size: {"batch_size": batch_size} for batch_size in scale.batch_sizes}
+    for batch_size, row in rows.items():
         if budget.left() < 30:
-            rows.append({"batch_size": batch_size, "skipped": "budget"})
+            row["skipped"] = "budget"
             continue
         sample = data.subset(math.ceil(scale.images / SPLIT), 1000, seed=0)
         train_idx, _ = split_indices(len(sample.train_labels), SPLIT, 0)
@@ -127,17 +129,19 @@ def per_run(data, device, scale: Scale, modes: list[str], budget: Budget) -> lis
             sample.train_images[train_idx], sample.train_labels[train_idx], device, scale.width,
             seed=0, batch_size=batch_size,
         )  # fmt: skip
-        row = {"batch_size": batch_size, "report_loop": round(reference, 1)}
-        for mode in modes:
+        row["report_loop"] = round(reference, 1)
+    for mode in modes:
+        for row in rows.values():
+            if "report_loop" not in row:
+                continue
             if budget.left() < 20:
                 row[mode] = None
                 continue
-            result = train(_config(scale, batch_size, **MODES[mode]), data, device)
+            result = train(_config(scale, row["batch_size"], **MODES[mode]), data, device)
             rate = _timed_rate(result.history)
             row[mode] = round(rate, 1)
-            row[f"{mode}_ratio"] = round(rate / reference, 2)
-        rows.append(row)
-    return rows
+            row[f"{mode}_ratio"] = round(rate / row["report_loop"], 2)
+    return list(rows.values())
 
 
 # --- (b) K concurrent runs -----------------------------------------------------------------------
@@ -265,6 +269,8 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
         "finished_in_budget": finished_in_budget, "test_accuracy": accuracies,
         "projected_total_s": round(wall * len(records) / len(done), 1) if done else None,
     }  # fmt: skip
+    if process.returncode != 0:  # what the command said last, to read what went wrong
+        figures["stderr_tail"] = [line[:300] for line in stderr.strip().splitlines()[-10:]]
     if done:
         factors = list(load_spec("seed48").grid)
         frame = tidy_frame(study_data(store).results, factors)
@@ -315,19 +321,36 @@ def main(argv: list[str] | None = None) -> dict:
         start_worker_server([device.type])
     share = lambda fraction: Budget(min(budget.left(), fraction * args.budget_s))  # noqa: E731
     sections = figures["section_s"] = {"setup": round(args.budget_s - budget.left(), 1)}
-    with _timed(sections, "per_run"):
-        figures["per_run"] = per_run(data, device, scale, modes, share(SHARE_PER_RUN))
-    with _timed(sections, "concurrent"):
-        figures["concurrent"] = concurrent(
-            args.data, device, scale, flops, peak, share(SHARE_CONCURRENT)
-        )
-    measured = [r for r in figures["concurrent"] if "aggregate_img_per_s" in r]
+
+    def section(name: str, measure) -> None:
+        """One section, timed. A section that fails is reported as such and the others still
+        run: on a lent GPU there may be no second try. The JSON is written after each one, so
+        a run killed at its time limit still leaves what it measured."""
+        start = time.monotonic()
+        try:
+            figures[name] = measure()
+        except Exception as exc:  # recorded and printed, never hidden
+            traceback.print_exc()
+            figures[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        sections[name] = round(time.monotonic() - start, 1)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+
+    section("per_run", lambda: per_run(data, device, scale, modes, share(SHARE_PER_RUN)))
+    section(
+        "concurrent",
+        lambda: concurrent(args.data, device, scale, flops, peak, share(SHARE_CONCURRENT)),
+    )
+    measured = [r for r in _rows(figures["concurrent"]) if "aggregate_img_per_s" in r]
     best_k = max(measured, key=lambda r: r["aggregate_img_per_s"])["k"] if measured else 1
-    with _timed(sections, "study"):
-        if budget.left() > 30:
-            figures["study"] = whole_study(args.data, device, scale, best_k, budget)
-        else:
-            figures["study"] = {"skipped": "budget"}
+    section(
+        "study",
+        lambda: (
+            whole_study(args.data, device, scale, best_k, budget)
+            if budget.left() > 30
+            else {"skipped": "budget"}
+        ),
+    )
     figures["elapsed_s"] = round(args.budget_s - budget.left(), 1)
     print_table(figures)
     if args.json:
@@ -335,14 +358,9 @@ def main(argv: list[str] | None = None) -> dict:
     return figures
 
 
-@contextlib.contextmanager
-def _timed(sections: dict[str, float], name: str):
-    """Wall seconds of one section, so a budget's use can be read from the JSON."""
-    start = time.monotonic()
-    try:
-        yield
-    finally:
-        sections[name] = round(time.monotonic() - start, 1)
+def _rows(section: list[dict] | dict) -> list[dict]:
+    """A section's rows; none where it failed (then it is ``{"error": ...}``)."""
+    return section if isinstance(section, list) else []
 
 
 def _device_name(device: torch.device) -> str:
@@ -359,7 +377,8 @@ def print_table(figures: dict) -> None:
         f"{figures['train_flops_per_image'] / 1e9:.3f} GFLOP per training image"
     )
     print("\n(a) one run, training images/s (ratio to the report's loop)")
-    for row in figures["per_run"]:
+    _print_error(figures["per_run"])
+    for row in _rows(figures["per_run"]):
         if "skipped" in row:
             print(f"  batch {row['batch_size']}: skipped ({row['skipped']})")
             continue
@@ -371,7 +390,8 @@ def print_table(figures: dict) -> None:
                 cells.append(f"{mode} skipped (budget)")
         print(f"  batch {row['batch_size']}: " + ", ".join(cells))
     print("\n(b) K concurrent runs, batch 64")
-    for row in figures["concurrent"]:
+    _print_error(figures["concurrent"])
+    for row in _rows(figures["concurrent"]):
         if "skipped" in row:
             print(f"  K={row['k']}: skipped ({row['skipped']})")
         else:
@@ -393,6 +413,11 @@ def print_table(figures: dict) -> None:
     if "section_s" in figures:
         spent = ", ".join(f"{name} {s:.1f} s" for name, s in figures["section_s"].items())
         print(f"\ntime     {figures['elapsed_s']:.1f} s of {figures['budget_s']:.0f}: {spent}")
+
+
+def _print_error(section: list[dict] | dict) -> None:
+    if isinstance(section, dict) and "error" in section:
+        print(f"  failed: {section['error']}")
 
 
 if __name__ == "__main__":
