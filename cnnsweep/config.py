@@ -86,6 +86,9 @@ class TrainConfig(BaseModel):
     compile_mode: CompileMode = Field(
         "default", description="torch.compile mode; reduce-overhead also captures CUDA graphs"
     )
+    cuda_graph: bool = Field(
+        False, description="capture the whole training step in one CUDA graph (CUDA only)"
+    )
     eval_batch_size: int = Field(1024, ge=1, description="images per evaluation batch")
 
     seed: int = Field(0, ge=0, le=MAX_SEED, description="split, initialisation and batch order")
@@ -119,6 +122,8 @@ class TrainConfig(BaseModel):
         for key, value in defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.cuda_graph and self.compile:
+            raise ValueError("cuda_graph and compile are two ways to graph the step; choose one")
         if self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} does not exist: folds are 0 to {self.folds - 1}")
         if self.protocol == "seed" and self.monitor.startswith("val_"):

@@ -90,7 +90,8 @@ def _count(images: int) -> str:
 
 def shape_of(config: TrainConfig) -> tuple:
     """Runs of one shape train at one speed: the same network, batch size and precision."""
-    return (config.model, config.width, config.batch_size, config.amp, config.compile)
+    return (config.model, config.width, config.batch_size, config.amp, config.compile,
+            config.cuda_graph)  # fmt: skip
 
 
 def estimate_study(

@@ -32,7 +32,7 @@ IDENTITY_VERSION = 1  # what new studies are stored with
 KNOWN_VERSIONS = (0, 1)
 
 # Settings that change only speed, never what is computed.
-SPEED_SETTINGS = frozenset({"compile", "compile_mode", "eval_batch_size"})
+SPEED_SETTINGS = frozenset({"compile", "compile_mode", "cuda_graph", "eval_batch_size"})
 # Settings that add measurements (scores of a training subset) without changing the training.
 MEASUREMENT_SETTINGS = frozenset({"train_eval_images"})
 OUTSIDE_IDENTITY = SPEED_SETTINGS | MEASUREMENT_SETTINGS

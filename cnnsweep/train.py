@@ -28,6 +28,7 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.models import build_model
 from cnnsweep.preflight import preflight
 from cnnsweep.results import EpochMetrics, RunResult
+from cnnsweep.steps import EagerStep, bf16_autocast, make_step
 
 EpochCallback = Callable[[EpochMetrics], None]
 BatchCallback = Callable[[int, int], None]  # (batches done in this epoch, batches per epoch)
@@ -67,8 +68,12 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 runs (--no-amp) use TF32 units
         torch.backends.cudnn.allow_tf32 = True
     step_model = _compiled(model, config) if config.compile else model
-    optimizer = make_optimizer(config, model.parameters())
+    graphed = config.cuda_graph and device.type == "cuda"  # elsewhere the eager step (steps.py)
+    optimizer = make_optimizer(config, model.parameters(), capturable=graphed)
     use_bf16 = config.amp and bf16_supported(device)
+    step = make_step(step_model, optimizer, use_bf16, graphed)
+    # A compiled or captured step has one shape: the last partial training batch is dropped.
+    drop_last = config.compile or graphed
     batch_order = torch.Generator(device=device).manual_seed(config.seed)
 
     history: list[EpochMetrics] = []
@@ -87,7 +92,7 @@ def train(
     for epoch in range(first_epoch, config.max_epochs + 1):
         epoch_start = time.perf_counter()
         train_loss, train_acc, trained = _train_epoch(
-            step_model, optimizer, splits.train, config, batch_order, use_bf16, on_batch
+            step, splits.train, config, batch_order, drop_last, on_batch
         )
         synchronize(device)
         train_seconds = time.perf_counter() - epoch_start
@@ -237,61 +242,52 @@ def _compiled(model: nn.Module, config: TrainConfig) -> nn.Module:
     return torch.compile(model, mode=mode, dynamic=False)
 
 
-def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
-    """The report's optimizers (SGD momentum 0.9, library defaults otherwise), fused if possible."""
+def make_optimizer(
+    config: TrainConfig, parameters, capturable: bool = False
+) -> torch.optim.Optimizer:
+    """The report's optimizers (SGD momentum 0.9, library defaults otherwise), fused if possible.
+    ``capturable``: Adam's and RMSprop's step counts live on the device, so that a CUDA graph can
+    capture the update (SGD keeps no count)."""
     parameters = list(parameters)
     kind, options = {
         "sgd": (torch.optim.SGD, {"momentum": 0.9}),
         "rmsprop": (torch.optim.RMSprop, {}),
         "adam": (torch.optim.Adam, {}),
     }[config.optimizer]
+    if capturable and kind is not torch.optim.SGD:
+        options["capturable"] = True
     # One fused kernel over all 35M parameters is much faster than a per-tensor loop, on CPU too.
     with contextlib.suppress(RuntimeError, TypeError, ValueError):
         return kind(parameters, lr=config.lr, fused=True, **options)
     return kind(parameters, lr=config.lr, foreach=True, **options)
 
 
-def _autocast(images: torch.Tensor, use_bf16: bool):
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=images.device.type, dtype=torch.bfloat16)
-
-
 def _train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    step: EagerStep,
     data: DeviceImages,
     config: TrainConfig,
     generator: torch.Generator,
-    use_bf16: bool,
+    drop_last: bool,
     on_batch: BatchCallback | None,
 ) -> tuple[float, float, int]:
     """One epoch; returns (mean loss, accuracy %, images trained). Sums stay on the device until
     the end: no step waits for the device."""
-    model.train()
-    loss_sum = torch.zeros((), device=data.device)
-    correct = torch.zeros((), dtype=torch.long, device=data.device)
+    step.model.train()
+    step.start_epoch(data.device)
     seen = 0
-    batches = (len(data) // config.batch_size if config.compile
+    batches = (len(data) // config.batch_size if drop_last
                else math.ceil(len(data) / config.batch_size))  # fmt: skip
-    for step, (images, labels) in enumerate(
-        data.epoch_batches(config.batch_size, generator, config.augmentation, config.compile),
+    for number, (images, labels) in enumerate(
+        data.epoch_batches(config.batch_size, generator, config.augmentation, drop_last),
         start=1,
     ):
-        with _autocast(images, use_bf16):
-            logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(labels)
-        correct += (logits.argmax(1) == labels).sum()
+        step(images, labels)
         seen += len(labels)
         if on_batch is not None:
-            on_batch(step, batches)
-        if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            on_batch(number, batches)
+        if number % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(step.loss_sum):
             break  # no point in finishing an epoch of NaNs
-    return loss_sum.item() / seen, 100.0 * correct.item() / seen, seen
+    return step.loss_sum.item() / seen, 100.0 * step.correct.item() / seen, seen
 
 
 @torch.inference_mode()
@@ -303,7 +299,7 @@ def evaluate(
     loss_sum = torch.zeros((), device=data.device)
     correct = torch.zeros((), dtype=torch.long, device=data.device)
     for images, labels in data.eval_batches(batch_size):
-        with _autocast(images, use_bf16):
+        with bf16_autocast(images, use_bf16):
             logits = model(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()

@@ -241,6 +241,42 @@ def test_a_compiled_step_sees_only_full_batches():
     assert sizes == [32, 32]
 
 
+def test_cuda_graph_on_a_cpu_is_the_eager_step_every_batch_trained(patterns):
+    """``cuda_graph`` is a CUDA-only speed switch: on a CPU the run takes the eager step and
+    computes exactly what it computes without the switch, the last partial batch included
+    (only a captured step drops it). With compile, it is refused in one line."""
+    from cnnsweep.steps import CudaGraphStep, EagerStep, make_step
+
+    config = make_config(dropout=True, optimizer="rmsprop", seed=3, **TINY)  # 540 / 64: partial
+    eager = train(config, patterns)
+    graphed = train(config.model_copy(update={"cuda_graph": True}), patterns)
+    assert graphed.config.cuda_graph and graphed.history[0].images_per_second > 0
+    for result in (eager, graphed):
+        for metrics in result.history:
+            metrics.epoch_time = metrics.images_per_second = 0.0
+    assert graphed.history == eager.history and graphed.train_size == 540
+    assert (graphed.test_loss, graphed.test_accuracy) == (eager.test_loss, eager.test_accuracy)
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert type(make_step(model, optimizer, False, graphed=False)) is EagerStep
+    assert type(make_step(model, optimizer, False, graphed=True)) is CudaGraphStep
+    with pytest.raises(ConfigError, match="cuda_graph and compile"):
+        make_config(cuda_graph=True, compile=True)
+
+
+def test_a_capturable_optimizer_is_made_for_a_graphed_step():
+    """Adam and RMSprop keep their step counts on the device when a graph captures them."""
+    from cnnsweep.train import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    for name in ("adam", "rmsprop", "sgd"):
+        config = make_config(optimizer=name)
+        plain = make_optimizer(config, params)
+        capturable = make_optimizer(config, params, capturable=True)
+        assert plain.defaults.get("capturable", False) is False
+        assert capturable.defaults.get("capturable", False) is (name != "sgd"), name
+
+
 def test_a_kfold_run_validates_on_its_fold_and_tests_on_the_official_set(patterns):
     config = make_config(protocol="kfold", folds=3, fold=1, batch_norm=True, **TINY)
     result = train(config, patterns)
