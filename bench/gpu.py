@@ -1,14 +1,15 @@
 """The GPU benchmark: one command, a hard time budget, a table on stdout and the figures as JSON.
 
 (a) Per run: training images/s of the report's own loop vs cnnsweep on the same device (full
-    AlexNet, batch norm, Adam, batch 64 and 32), cnnsweep eager, compiled and graphed (CUDA graphs
-    through ``torch.compile(mode="reduce-overhead")``), each as a ratio to the report's loop.
-(b) Several runs per device: aggregate training images/s of K = 1, 2, 4, 8 concurrent runs
-    (separate processes, as ``cnnsweep run --runs-per-device K`` places them), and the model FLOP
-    utilisation against a measured matmul peak of the same device.
-(c) The report's whole ``seed48`` study at full scale with the best K: wall time, runs finished,
-    test accuracy per run, and the report's claims re-tested. If the budget ends first, the runs
-    finished so far and a projected total.
+    AlexNet, batch norm, Adam, batch 64 and 32), cnnsweep eager, with the whole step in one CUDA
+    graph (``cuda_graph``), compiled, and graphed (forward and backward in CUDA graphs through
+    ``torch.compile(mode="reduce-overhead")``), each as a ratio to the report's loop.
+(b) Several runs per device, with (a)'s fastest step: aggregate training images/s of K = 1, 2,
+    4, 8 concurrent runs (separate processes, as ``cnnsweep run --runs-per-device K`` places
+    them), and the model FLOP utilisation against a measured matmul peak of the same device.
+(c) The report's whole ``seed48`` study at full scale with the best K and (a)'s fastest step:
+    wall time, runs finished, test accuracy per run, and the report's claims re-tested. If the
+    budget ends first, the runs finished so far and a projected total.
 
     python bench/gpu.py --data ../shared/data/cifar10-jpeg.tar.xz --json gpu.json
     python bench/gpu.py --smoke        # on CPU in seconds: width 1/8, a few hundred images
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +76,7 @@ REAL = Scale(width=1.0, images=20_000, epochs=3, concurrency=(1, 2, 4, 8), windo
 # little that the eager-to-report-loop ratio came out at 1.0 now and then (1.11-1.95), at 1/8
 # it was 1.27-1.98 on the AVX512-BF16 CPU and 1.34-1.56 with oneDNN held to AVX2.
 # One batch size: the other is the same code with another number.
-SMOKE = Scale(width=0.125, images=512, epochs=2, concurrency=(1, 2), window_s=1.5, preset="smoke",
+SMOKE = Scale(width=0.125, images=512, epochs=2, concurrency=(1, 2), window_s=0.75, preset="smoke",
               batch_sizes=(64,))  # fmt: skip
 # (c) in smoke mode: every seed48 configuration, trained for one short epoch.
 SMOKE_PRESET = """
@@ -113,10 +115,11 @@ def _timed_rate(history) -> float:
 
 # --- (a) one run ---------------------------------------------------------------------------------
 
-MODES = {  # name -> TrainConfig speed settings
+MODES = {  # name -> TrainConfig speed settings; the cheap ones first (compiling takes a while)
     "eager": {},
+    "step_graph": {"cuda_graph": True},  # the whole step in one CUDA graph (cnnsweep/steps.py)
     "compiled": {"compile": True},
-    "graphed": {"compile": True, "compile_mode": "reduce-overhead"},
+    "graphed": {"compile": True, "compile_mode": "reduce-overhead"},  # forward and backward
 }
 
 
@@ -142,11 +145,22 @@ def per_run(data, device, scale: Scale, modes: list[str], budget: Budget) -> lis
             if budget.left() < 20:
                 row[mode] = None
                 continue
-            result = train(_config(scale, row["batch_size"], **MODES[mode]), data, device)
+            try:
+                result = train(_config(scale, row["batch_size"], **MODES[mode]), data, device)
+            except Exception as exc:  # one mode's failure leaves the others' figures
+                traceback.print_exc()
+                row[mode], row[f"{mode}_error"] = None, f"{type(exc).__name__}: {exc}"
+                continue
             rate = _timed_rate(result.history)
             row[mode] = round(rate, 1)
             row[f"{mode}_ratio"] = round(rate / row["report_loop"], 2)
     return list(rows.values())
+
+
+def fastest_mode(rows: list[dict]) -> str:
+    """The mode of (a) that trained fastest at the first batch size (64); eager if none did."""
+    measured = {mode: rows[0][mode] for mode in MODES if rows and rows[0].get(mode)}
+    return max(measured, key=measured.get) if measured else "eager"
 
 
 # --- (b) K concurrent runs -----------------------------------------------------------------------
@@ -155,7 +169,7 @@ def per_run(data, device, scale: Scale, modes: list[str], budget: Budget) -> lis
 def _one_of_k(args: tuple) -> list[tuple[float, float, int]]:
     """In a pool process: train one run until the shared window closes; return each timed
     epoch's (start, end, images)."""
-    data_path, device_name, scale, batch_size, threads, barrier = args
+    data_path, device_name, scale, batch_size, speed, threads, barrier = args
     if threads:
         torch.set_num_threads(threads)
     data = load_data(data_path, progress=False)
@@ -171,7 +185,7 @@ def _one_of_k(args: tuple) -> list[tuple[float, float, int]]:
     closes = time.time() + scale.window_s
     # At least two epochs: the first warms up. The window, not the epoch count, ends the run,
     # so that the K runs train at the same time and their rates may be added up.
-    config = _config(scale, batch_size, max_epochs=50, patience=50)
+    config = _config(scale, batch_size, max_epochs=50, patience=50, **speed)
     train(config, data, device, on_epoch=on_epoch,
           should_stop=lambda m: m.epoch >= 2 and time.time() >= closes)  # fmt: skip
     if device.type == "cuda":
@@ -179,7 +193,7 @@ def _one_of_k(args: tuple) -> list[tuple[float, float, int]]:
     return epochs[1:]
 
 
-def concurrent(data_path, device, scale: Scale, flops_per_image: float, peak: float,
+def concurrent(data_path, device, scale: Scale, mode: str, flops_per_image: float, peak: float,
                budget: Budget) -> list[dict]:  # fmt: skip
     """Aggregate images/s of K runs at once, for each K; one pool of processes serves every K
     (each process starts once: reading the data costs seconds). Processes start as cnnsweep's
@@ -196,11 +210,11 @@ def concurrent(data_path, device, scale: Scale, flops_per_image: float, peak: fl
                 continue
             threads = max(1, (os.cpu_count() or 1) // k) if device.type == "cpu" else None
             barrier = manager.Barrier(k)
-            jobs = [(data_path, str(device), scale, 64, threads, barrier)] * k
+            jobs = [(data_path, str(device), scale, 64, MODES[mode], threads, barrier)] * k
             # chunksize 1: a process blocked at the barrier takes no second job, so the K jobs
             # run in K different processes.
             runs = pool.map(_one_of_k, jobs, chunksize=1)
-            rows.append(_aggregate(k, runs, flops_per_image, peak))
+            rows.append({**_aggregate(k, runs, flops_per_image, peak), "mode": mode})
     return rows
 
 
@@ -225,13 +239,26 @@ def _aggregate(k: int, runs: list[list[tuple[float, float, int]]], flops_per_ima
 # --- (c) the whole study -------------------------------------------------------------------------
 
 
-def whole_study(data_path, device, scale: Scale, k: int, budget: Budget) -> dict:
-    """``cnnsweep run seed48`` at the given preset with K runs on the device, within the budget."""
+def whole_study(data_path, device, scale: Scale, k: int, mode: str, budget: Budget) -> dict:
+    """``cnnsweep run seed48`` at the scale's preset with K runs on the device and (a)'s fastest
+    step, within the budget."""
     with tempfile.TemporaryDirectory(prefix="cnnsweep-gpu-bench-") as folder:
-        return _run_study(Path(folder), data_path, device, scale, k, budget)
+        return _run_study(Path(folder), data_path, device, scale, k, mode, budget)
 
 
-def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Budget) -> dict:
+def study_preset(spec_text: str, preset: str, mode: str) -> tuple[str, str]:
+    """(name, TOML) of the preset (c) runs: the scale's preset plus the mode's speed settings,
+    which are outside a run's identity (identity.py): the same runs, trained faster."""
+    if not MODES[mode]:
+        return preset, ""
+    settings = {**tomllib.loads(spec_text)["presets"][preset], **MODES[mode]}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]  # TOML scalars
+    name = f"{preset}-{mode.replace('_', '-')}"
+    return name, "\n".join([f"\n[presets.{name}]", *lines, ""])
+
+
+def _run_study(folder: Path, data_path, device, scale: Scale, k: int, mode: str,
+               budget: Budget) -> dict:  # fmt: skip
     from cnnsweep.frame import study_data
     from cnnsweep.report.findings import judge_claims, load_claims
     from cnnsweep.report.tidy import tidy_frame
@@ -239,7 +266,9 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
     from cnnsweep.store import Store
 
     spec = folder / "seed48.toml"
-    spec.write_text(builtin_specs()["seed48"] + SMOKE_PRESET)
+    text = builtin_specs()["seed48"] + SMOKE_PRESET
+    preset, extra = study_preset(text, scale.preset, mode)
+    spec.write_text(text + extra)
     command = [
         sys.executable,
         "-m",
@@ -247,7 +276,7 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
         "run",
         str(spec),
         "--preset",
-        scale.preset,
+        preset,
         "--data",
         str(data_path),
         "--devices",
@@ -274,7 +303,7 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
         _, stderr = process.communicate(timeout=60)
         finished_in_budget = False
     wall = time.monotonic() - start
-    name = f"seed48-{scale.preset}"
+    name = f"seed48-{preset}"
     journal = folder / "runs" / name / "journal.log"
     if not journal.exists():
         return {"error": stderr.strip().splitlines()[-1] if stderr.strip() else "no store"}
@@ -283,7 +312,7 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, budget: Bu
     done = [r for r in records if r.state.finished]
     accuracies = {r.label: round(r.result["test_accuracy"], 2) for r in done if r.result}
     figures = {
-        "preset": scale.preset, "runs_per_device": k, "wall_s": round(wall, 1),
+        "preset": preset, "mode": mode, "runs_per_device": k, "wall_s": round(wall, 1),
         "runs_finished": len(done), "runs_total": len(records),
         "finished_in_budget": finished_in_budget, "test_accuracy": accuracies,
         "projected_total_s": round(wall * len(records) / len(done), 1) if done else None,
@@ -323,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
     scale = SMOKE if args.smoke else REAL
     device = resolve_device(args.device)
     # Graphs need CUDA; on a CPU torch.compile measured slower than eager (DESIGN.md).
-    modes = ["eager", "compiled", "graphed"] if device.type == "cuda" else ["eager"]
+    modes = list(MODES) if device.type == "cuda" else ["eager"]
     # The study's command runs in a folder of its own: a relative path would not be found there.
     args.data = os.path.abspath(args.data)
     data = load_data(args.data, progress=False)
@@ -358,20 +387,21 @@ def main(argv: list[str] | None = None) -> dict:
             Path(args.json).write_text(json.dumps(figures, indent=2))
 
     section("per_run", lambda: per_run(data, device, scale, modes, share(SHARE_PER_RUN)))
+    # (b) and (c) train with the step that (a) measured fastest at batch 64.
+    mode = figures["mode"] = fastest_mode(_rows(figures["per_run"]))
     section(
         "concurrent",
-        lambda: concurrent(args.data, device, scale, flops, peak, share(SHARE_CONCURRENT)),
+        lambda: concurrent(args.data, device, scale, mode, flops, peak, share(SHARE_CONCURRENT)),
     )
     measured = [r for r in _rows(figures["concurrent"]) if "aggregate_img_per_s" in r]
     best_k = max(measured, key=lambda r: r["aggregate_img_per_s"])["k"] if measured else 1
-    section(
-        "study",
-        lambda: (
-            whole_study(args.data, device, scale, best_k, budget)
-            if budget.left() > 30
-            else {"skipped": "budget"}
-        ),
-    )
+
+    def study() -> dict:
+        if budget.left() <= 30:
+            return {"skipped": "budget"}
+        return whole_study(args.data, device, scale, best_k, mode, budget)
+
+    section("study", study)
     figures["elapsed_s"] = round(args.budget_s - budget.left(), 1)
     print_table(figures)
     if args.json:
@@ -407,10 +437,12 @@ def print_table(figures: dict) -> None:
         for mode in MODES:
             if row.get(mode) is not None:
                 cells.append(f"{mode} {row[mode]:.1f} ({row[f'{mode}_ratio']:.2f}x)")
+            elif f"{mode}_error" in row:
+                cells.append(f"{mode} failed ({row[f'{mode}_error']})")
             elif mode in row:
                 cells.append(f"{mode} skipped (budget)")
         print(f"  batch {row['batch_size']}: " + ", ".join(cells))
-    print("\n(b) K concurrent runs, batch 64")
+    print(f"\n(b) K concurrent runs, batch 64, {figures['mode']}")
     _print_error(figures["concurrent"])
     for row in _rows(figures["concurrent"]):
         if "skipped" in row:
@@ -425,7 +457,7 @@ def print_table(figures: dict) -> None:
     print("\n(c) seed48 study")
     if "runs_finished" in study:
         state = "finished" if study["finished_in_budget"] else "budget ended"
-        print(f"  preset {study['preset']}, K={study['runs_per_device']}: "
+        print(f"  preset {study['preset']} ({study['mode']}), K={study['runs_per_device']}: "
               f"{study['runs_finished']}/{study['runs_total']} runs in {study['wall_s']:.0f} s "
               f"({state}; projected total {study['projected_total_s']} s)")  # fmt: skip
         if "claims" in study:

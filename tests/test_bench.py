@@ -86,6 +86,27 @@ def test_gpu_benchmark_stops_at_its_budget(real_cifar, session_cache, tmp_path, 
     assert figures["study"] == {"skipped": "budget"} and figures["elapsed_s"] < 30
 
 
+def test_the_gpu_study_trains_the_same_runs_with_the_fastest_step(tmp_path):
+    """(c) adds (a)'s fastest step to the preset. Speed settings are outside a run's identity, so
+    the study is the same 48 runs (the ids of the plain preset), each run with that step."""
+    from cnnsweep.spec import builtin_specs, load_study
+
+    gpu = load_bench("gpu")
+    text = builtin_specs()["seed48"] + gpu.SMOKE_PRESET
+    rows = [{"batch_size": 64, "eager": 10.0, "step_graph": 30.0, "graphed": 20.0}]
+    assert gpu.fastest_mode(rows) == "step_graph" and gpu.fastest_mode([]) == "eager"
+    for mode in gpu.MODES:
+        name, extra = gpu.study_preset(text, "smoke", mode)
+        spec = tmp_path / f"{mode}.toml"
+        spec.write_text(text + extra)
+        plain, fast = load_study(str(spec), "smoke"), load_study(str(spec), name)
+        assert [r.run_id for r in fast.runs()] == [r.run_id for r in plain.runs()], mode
+        for run in fast.runs():
+            assert run.config.width == 0.0625 and run.config.max_epochs == 1  # the smoke's
+            for key, value in gpu.MODES[mode].items():
+                assert getattr(run.config, key) == value
+
+
 def test_store_scale_benchmark_measures_a_small_study_and_checks_exactly_once(tmp_path):
     """bench/store_scale.py on a journal, small: start and end phases, bulk fill, status."""
     out = tmp_path / "scale.json"
