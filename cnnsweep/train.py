@@ -83,6 +83,7 @@ def train(
     if checkpoint is not None and (saved := checkpoint.load()) is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        keep_capturable(optimizer, graphed)  # the saved groups say what the last attempt used
         _set_random_states(saved["random"], batch_order, device)
         history = [EpochMetrics(**m) for m in saved["history"]]
         best_value, best_epoch, waited = saved["best_value"], saved["best_epoch"], saved["waited"]
@@ -260,6 +261,20 @@ def make_optimizer(
     with contextlib.suppress(RuntimeError, TypeError, ValueError):
         return kind(parameters, lr=config.lr, fused=True, **options)
     return kind(parameters, lr=config.lr, foreach=True, **options)
+
+
+def keep_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """After load_state_dict: the groups' ``capturable`` as this attempt needs it (the saved one
+    may come from an attempt with the other setting: a speed switch may change on a resume), and
+    a capturable optimizer's step counts on its parameters' device."""
+    for group in optimizer.param_groups:
+        if "capturable" not in group:
+            continue  # SGD keeps no step count
+        group["capturable"] = capturable
+        for param in group["params"] if capturable else ():
+            state = optimizer.state.get(param, {})
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].to(param.device, torch.float32)
 
 
 def _train_epoch(

@@ -266,7 +266,7 @@ def test_cuda_graph_on_a_cpu_is_the_eager_step_every_batch_trained(patterns):
 
 def test_a_capturable_optimizer_is_made_for_a_graphed_step():
     """Adam and RMSprop keep their step counts on the device when a graph captures them."""
-    from cnnsweep.train import make_optimizer
+    from cnnsweep.train import keep_capturable, make_optimizer
 
     params = [torch.nn.Parameter(torch.zeros(3))]
     for name in ("adam", "rmsprop", "sgd"):
@@ -275,6 +275,16 @@ def test_a_capturable_optimizer_is_made_for_a_graphed_step():
         capturable = make_optimizer(config, params, capturable=True)
         assert plain.defaults.get("capturable", False) is False
         assert capturable.defaults.get("capturable", False) is (name != "sgd"), name
+        # A resume may switch the graph on or off: the loaded groups then follow this attempt.
+        params[0].grad = torch.ones(3)
+        plain.step()
+        capturable.load_state_dict(plain.state_dict())
+        keep_capturable(capturable, True)
+        assert all(g.get("capturable", True) for g in capturable.param_groups), name
+        step = capturable.state[params[0]].get("step")  # on the parameters' device (a CPU here)
+        assert step is None or (step.device == params[0].device and step.dtype == torch.float32)
+        keep_capturable(capturable, False)
+        assert not any(g.get("capturable", False) for g in capturable.param_groups), name
 
 
 def test_a_kfold_run_validates_on_its_fold_and_tests_on_the_official_set(patterns):
