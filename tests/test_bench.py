@@ -38,23 +38,22 @@ def test_throughput_benchmark_prints_both_figures_and_their_ratio(
     assert ratio > 1, figures
 
 
-def run_gpu_bench(session_cache, tmp_path, *args: str) -> dict:
+def test_gpu_benchmark_smoke_runs_every_section_on_cpu(
+    real_cifar, session_cache, tmp_path, monkeypatch, capsys
+):
+    """bench/gpu.py --smoke: the command the GPU session will run, known to work on CPU. Its
+    main() runs in this process (as ``bench.gpu``, a module the pool of (b) can import); (c)'s
+    study is still a command of its own."""
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(session_cache))
+    monkeypatch.chdir(tmp_path)
+    gpu = importlib.import_module("bench.gpu")
     out = tmp_path / "gpu.json"
-    done = subprocess.run(
-        # A relative --data: the study of (c) runs in a folder of its own, and must still find it.
-        [sys.executable, str(REPO / "bench" / "gpu.py"), "--smoke", "--device", "cpu",
-         "--data", os.path.relpath(SHARED_ARCHIVE, tmp_path), "--json", str(out), *args],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "CNNSWEEP_CACHE": str(session_cache)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "(a) one run" in done.stdout and "(c) seed48 study" in done.stdout
-    return json.loads(out.read_text())
-
-
-def test_gpu_benchmark_smoke_runs_every_section_on_cpu(real_cifar, session_cache, tmp_path):
-    """bench/gpu.py --smoke: the command the GPU session will run, known to work on CPU."""
-    figures = run_gpu_bench(session_cache, tmp_path)
+    # A relative --data: the study of (c) runs in a folder of its own, and must still find it.
+    gpu.main(["--smoke", "--device", "cpu", "--data", os.path.relpath(SHARED_ARCHIVE, tmp_path),
+              "--json", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "(a) one run" in printed and "(c) seed48 study" in printed
+    figures = json.loads(out.read_text())
     assert figures["smoke"] and figures["train_flops_per_image"] > 0
     assert [row["batch_size"] for row in figures["per_run"]] == [64]  # (64, 32) on a GPU
     for row in figures["per_run"]:  # (a): the report's loop and cnnsweep, as a ratio
