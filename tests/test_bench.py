@@ -65,7 +65,9 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(
     assert [r["k"] for r in figures["concurrent"]] == [1, 2]  # (b)
     for row in figures["concurrent"]:  # the K runs trained over one shared window
         assert 0 < row["aggregate_lower_img_per_s"] <= row["aggregate_img_per_s"], row
-        assert row["overlap"] > 0.5 and 0 < row["mfu"] < 1, row
+        # Overlap 0.92-0.97 here, 0.67-0.71 on the simulated AVX2 CPU; runs of fixed epochs, as
+        # before the shared window, overlapped 0.18 here (and 0-0.55 on the H200).
+        assert row["overlap"] > 0.4 and 0 < row["mfu"] < 1, row
     study = figures["study"]  # (c): every seed48 configuration, finished, claims re-tested
     assert study["runs_finished"] == study["runs_total"] == 48 and study["finished_in_budget"]
     assert len(study["test_accuracy"]) == 48 and set(study["claims"]) == set("abcdefg")
