@@ -43,10 +43,19 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field, generated from its type and description: the settings
     are declared once. Every default here is None (unset), so TrainConfig's defaults, and the
     protocol's, apply to whatever the command line leaves out."""
-    from cnnsweep.config import PROTOCOL_DEFAULTS, TrainConfig
+    from cnnsweep.config import TrainConfig
 
     group = parser.add_argument_group("training settings (as in a study spec's [fixed])")
-    for name, field in TrainConfig.model_fields.items():
+    _add_setting_options(group, list(TrainConfig.model_fields))
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+
+
+def _add_setting_options(group, names: list[str]) -> None:
+    """An option for each named TrainConfig field, unset (None) unless given."""
+    from cnnsweep.config import PROTOCOL_DEFAULTS, TrainConfig
+
+    for name in names:
+        field = TrainConfig.model_fields[name]
         flag = "--" + name.replace("_", "-")
         default = field.default
         if default is None and any(name in d for d in PROTOCOL_DEFAULTS.values()):
@@ -64,7 +73,25 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=kind, choices=choices, default=None,
                                metavar=kind.__name__.upper() if not choices else None,
                                help=help_text)  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+
+
+def _speed_names() -> list[str]:
+    """The speed switches (identity.SPEED_SETTINGS), in TrainConfig's order."""
+    from cnnsweep.config import TrainConfig
+    from cnnsweep.identity import SPEED_SETTINGS
+
+    return [name for name in TrainConfig.model_fields if name in SPEED_SETTINGS]
+
+
+def _speed_settings(args: argparse.Namespace) -> dict:
+    """The speed switches given on the command line, checked together (compile and cuda_graph
+    exclude each other)."""
+    from cnnsweep.config import make_config
+
+    speed = {name: getattr(args, name) for name in _speed_names()}
+    speed = {name: value for name, value in speed.items() if value is not None}
+    make_config(**speed)
+    return speed
 
 
 def _config_settings(args: argparse.Namespace) -> dict:
@@ -173,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = WorkerOptions(
         store_url=args.store, study_name=study.name, max_attempts=args.max_attempts,
         heartbeat_interval=args.heartbeat, grace=args.grace, checkpoints=args.checkpoints,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, speed=_speed_settings(args),
     )  # fmt: skip
     if args.runs_per_device is not None and args.workers is not None:
         raise CnnsweepError("give --workers or --runs-per-device, not both")
@@ -260,6 +287,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         store_url=args.store, study_name=args.study, device=args.device, data=args.data,
         max_attempts=args.max_attempts, heartbeat_interval=args.heartbeat, grace=args.grace,
         checkpoints=args.checkpoints, checkpoint_every=args.checkpoint_every,
+        speed=_speed_settings(args),
     )  # fmt: skip
     done = run_worker(options)
     print(f"worker finished: {done} runs done; nothing left to claim in {args.study!r}")
@@ -342,6 +370,11 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="least seconds between two checkpoints of a run (default: 30)",
     )
+    speed = parser.add_argument_group(
+        "speed switches, for every run this command trains (not part of a run's identity: the "
+        "same runs, trained faster; each result records what it used)"
+    )
+    _add_setting_options(speed, _speed_names())
 
 
 def build_parser() -> argparse.ArgumentParser:

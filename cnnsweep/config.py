@@ -6,7 +6,7 @@ exactly how it was produced.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -141,6 +141,14 @@ class TrainConfig(BaseModel):
     def mode(self) -> Literal["max", "min"]:
         """Whether the monitored metric improves upwards (accuracy) or downwards (loss)."""
         return "max" if self.monitor.endswith("accuracy") else "min"
+
+
+def with_speed(config: TrainConfig, speed: dict[str, Any]) -> TrainConfig:
+    """``config`` with a command's speed switches applied (``cnnsweep run --cuda-graph``, say):
+    validated anew, so that a switch that clashes with the run's own settings is one error."""
+    if not speed:
+        return config
+    return make_config(**{**config.model_dump(), **speed})
 
 
 def make_config(**settings) -> TrainConfig:

@@ -23,7 +23,7 @@ from multiprocessing.context import BaseContext
 
 import torch
 
-from cnnsweep.config import TrainConfig
+from cnnsweep.config import TrainConfig, with_speed
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.preflight import split_counts
 from cnnsweep.spec import Study
@@ -102,6 +102,7 @@ def estimate_study(
     workers: int,
     identity_version: int,
     context: BaseContext | None = None,
+    speed: dict | None = None,
 ) -> StudyEstimate:
     """The estimate for the runs of ``study`` that ``stored`` (its records so far) has not
     finished. A search counts its trials still to draw as runs like its extremes. ``context``:
@@ -114,6 +115,7 @@ def estimate_study(
         configs = [probes[i % len(probes)] for i in range(left)]
     else:
         configs = [run.config for run in runs]
+    configs = [with_speed(config, speed or {}) for config in configs]  # as the workers train
     on_cpu = all(d.type == "cpu" for d in devices)
     if not configs:
         return StudyEstimate(0, (0, 0), (0, 0), 0.0, "", (0.0, 0.0), on_cpu)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from cnnsweep.config import with_speed
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.cache import save_cached
 from cnnsweep.devices import resolve_device
@@ -145,12 +146,14 @@ def existing_store(study: Study, store_url: str | None) -> Store | None:
 def study_estimate(
     study: Study, store: Store | None, data: ImageDataset, devices: list[torch.device],
     workers: int, context: multiprocessing.context.BaseContext | None = None,
+    speed: dict | None = None,
 ) -> StudyEstimate:  # fmt: skip
     """How long the runs still to do will take here (cnnsweep.estimate); reads the store only.
-    ``context``: how the workers start (its fork server, if any, serves the probes too)."""
+    ``context``: how the workers start (its fork server, if any, serves the probes too);
+    ``speed``: the command's speed switches, which the runs will train with."""
     stored = store.records(epochs=False) if store is not None else []
     version = store.identity_version if store is not None else IDENTITY_VERSION
-    return estimate_study(study, stored, data, devices, workers, version, context)
+    return estimate_study(study, stored, data, devices, workers, version, context, speed or {})
 
 
 def stored_identity_version(study: Study, store_url: str | None) -> int:
@@ -188,14 +191,15 @@ def run_study(
     # Fail fast on bad data and on runs that cannot start or fit, before anything is written;
     # then cache the decoded data once, so that every worker reads it from there.
     dataset = load_data(data, save_cache=False)
-    check_runs_fit(study, dataset, resolved)
+    speed = options.speed if options is not None else {}
+    check_runs_fit(study, dataset, resolved, speed)
     if runs_per_device is not None:
         per_device = parse_runs_per_device(runs_per_device, study, dataset, resolved)
         workers = per_device * len(resolved)
     if before_start is not None:  # the estimate, after the checks, before anything is written
         if (stored := existing_store(study, store_url)) is not None:
             check_stored_spec(stored, study, allow_spec_change)
-        before_start(study_estimate(study, stored, dataset, resolved, workers, context))
+        before_start(study_estimate(study, stored, dataset, resolved, workers, context, speed))
     store = open_study_store(study, store_url, allow_spec_change)
     save_cached(dataset)
     del dataset
@@ -287,12 +291,15 @@ def distinct_shapes(study: Study) -> list[Run]:
     return list(shapes.values())
 
 
-def check_runs_fit(study: Study, data: ImageDataset, devices: list[torch.device]) -> None:
-    """Preflight every distinct run shape on the smallest device: each must start and fit."""
+def check_runs_fit(
+    study: Study, data: ImageDataset, devices: list[torch.device], speed: dict | None = None
+) -> None:
+    """Preflight every distinct run shape on the smallest device, with the command's speed
+    switches: each must start and fit (and take the switches)."""
     smallest = min(devices, key=device_memory)
     for run in distinct_shapes(study):
         try:
-            preflight(run.config, data, smallest)
+            preflight(with_speed(run.config, speed or {}), data, smallest)
         except ConfigError as exc:
             raise ConfigError(f"run {run.index + 1} ({run.label}): {exc}") from None
 

@@ -19,14 +19,15 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from cnnsweep import __version__
 from cnnsweep.checkpoint import RunCheckpoint
-from cnnsweep.config import TrainConfig
+from cnnsweep.config import TrainConfig, with_speed
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
@@ -59,6 +60,10 @@ class WorkerOptions:
     checkpoints: str | None = None
     checkpoint_every: float = 30.0
     poll_interval: float = 2.0  # most seconds between looks at the queue while others run
+    # Speed switches for every run this worker trains (identity.SPEED_SETTINGS: compile, ...):
+    # how fast, not what, so the runs and their ids stay the study's; each result's config
+    # records what was used.
+    speed: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         beat, grace = self.heartbeat_interval, self.grace
@@ -154,6 +159,7 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     if options.threads:
         torch.set_num_threads(options.threads)
     document = store.document() or {}
+    check_speed(document, options.speed)
     if data is None:
         data = load_data(options.data or document.get("spec", {}).get("data"), progress=False)
     searching = bool(document.get("spec", {}).get("search"))
@@ -191,6 +197,18 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
             store.put_back(me, "interrupted")
             raise
         done += 1
+
+
+def check_speed(document: dict, speed: dict[str, Any]) -> None:
+    """The speed switches against every run's own settings, before a run is claimed: a clash
+    (the spec compiles, the command asks for a CUDA graph) is one error, not a failed run each."""
+    if not speed or not document:
+        return
+    study = study_from_document(document)
+    searching = study.spec.search is not None
+    configs = study.search_probes() if searching else [run.config for run in study.runs()]
+    for config in configs:
+        with_speed(config, speed)
 
 
 def _draw(store: Store, study: Study, me: dict) -> ClaimedRun | None:
@@ -247,7 +265,7 @@ def _run_one(
     with heartbeat(store, claim.trial_id, options.heartbeat_interval):
         try:
             # Validated here too: a config stored by another version may no longer be valid.
-            config = TrainConfig(**claim.config)
+            config = with_speed(TrainConfig(**claim.config), options.speed)
             result = train(config, data, device, on_epoch=on_epoch, checkpoint=checkpoint,
                            should_stop=should_stop)  # fmt: skip
         except KeyboardInterrupt:  # the checkpoint stays: the retry resumes from it

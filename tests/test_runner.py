@@ -16,8 +16,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from cnnsweep.cli import main
+from cnnsweep.errors import ConfigError
 from cnnsweep.journal import LOCK_GRACE
 from cnnsweep.store import Store, StoreError
+from cnnsweep.worker import check_speed
 from tests.conftest import cut_last_line, torn_files, write_spec
 
 
@@ -112,6 +114,48 @@ def test_a_changed_spec_is_refused_with_a_diff_and_results_stay(tiny_spec, tmp_p
     assert main(["run", str(spec), "--devices", "cpu", "--allow-spec-change", "--no-report"]) == 0
     records = Store.open(str(journal), "changing").records()
     assert len(records) == 8 and {r.state for r in records} == {"complete"}
+
+
+def test_speed_switches_of_the_command_train_the_same_runs(tiny_spec, tmp_path, capsys,
+                                                            monkeypatch):  # fmt: skip
+    """`cnnsweep run --eval-batch-size 32 --cuda-graph`: every run trains with them (its stored
+    result's config says so) and keeps the id the study gives it; the same command without them
+    then has nothing to do. A switch that clashes with the spec's own settings, or with another
+    switch, is one line and stores nothing."""
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(name="speedy", epochs=1, seeds=1)
+    assert main(["run", str(spec), "--dry-run"]) == 0
+    ids = sorted(line.split()[1] for line in capsys.readouterr().out.splitlines())
+    fast = ["--eval-batch-size", "32", "--cuda-graph"]
+    assert main(["run", str(spec), "--devices", "cpu", "--no-report", *fast]) == 0
+    journal = tmp_path / "runs" / "speedy" / "journal.log"
+    records = Store.open(str(journal), "speedy").records()
+    assert sorted(r.run_id for r in records) == ids and {r.state for r in records} == {"complete"}
+    for record in records:
+        assert record.config["eval_batch_size"] == 256  # the study's, as stored
+        used = record.result["config"]
+        assert used["eval_batch_size"] == 32 and used["cuda_graph"] is True, used
+    blob = journal.read_bytes()
+    assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 0
+    assert "4 of 4 runs already finished" in capsys.readouterr().err
+    assert journal.read_bytes() == blob  # nothing trained again, nothing written
+
+    clash = tiny_spec(name="clash", epochs=1, seeds=1)
+    clash.write_text(clash.read_text().replace("[fixed]\n", "[fixed]\ncompile = true\n"))
+    for spec_path, switches in ((clash, ["--cuda-graph"]), (spec, ["--compile", "--cuda-graph"])):
+        capsys.readouterr()
+        assert main(["run", str(spec_path), "--devices", "cpu", *switches]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cuda_graph and compile" in err, err
+    assert not (tmp_path / "runs" / "clash").exists() and journal.read_bytes() == blob
+    # `cnnsweep worker` takes the same switches, and checks them before it claims a run.
+    assert main(["worker", "--study", "speedy", "--compile", "--cuda-graph"]) == 2
+    document = Store.open(str(journal), "speedy").document()
+    document["spec"]["fixed"]["compile"] = True  # as the clashing spec would be stored
+    with pytest.raises(ConfigError, match="cuda_graph and compile"):
+        check_speed(document, {"cuda_graph": True})
+    check_speed(document, {"eval_batch_size": 32})
+    assert journal.read_bytes() == blob
 
 
 def kill_session_when(spec, tmp_path, study: str, ready, workers: int = 1, extra=()) -> Path:
