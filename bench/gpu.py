@@ -7,7 +7,8 @@
 (b) Several runs per device, with (a)'s fastest step: aggregate training images/s of K = 1, 2,
     4, 8 concurrent runs (separate processes, as ``cnnsweep run --runs-per-device K`` places
     them), and the model FLOP utilisation against a measured matmul peak of the same device.
-(c) The report's whole ``seed48`` study at full scale with the best K and (a)'s fastest step:
+(c) The report's whole ``seed48`` study at full scale with the best K and (a)'s fastest step
+    (``cnnsweep run``'s speed switches):
     wall time, runs finished, test accuracy per run, and the report's claims re-tested. If the
     budget ends first, the runs finished so far and a projected total.
 
@@ -31,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,15 +248,16 @@ def whole_study(data_path, device, scale: Scale, k: int, mode: str, budget: Budg
         return _run_study(Path(folder), data_path, device, scale, k, mode, budget)
 
 
-def study_preset(spec_text: str, preset: str, mode: str) -> tuple[str, str]:
-    """(name, TOML) of the preset (c) runs: the scale's preset plus the mode's speed settings,
-    which are outside a run's identity (identity.py): the same runs, trained faster."""
-    if not MODES[mode]:
-        return preset, ""
-    settings = {**tomllib.loads(spec_text)["presets"][preset], **MODES[mode]}
-    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]  # TOML scalars
-    name = f"{preset}-{mode.replace('_', '-')}"
-    return name, "\n".join([f"\n[presets.{name}]", *lines, ""])
+def speed_flags(speed: dict) -> list[str]:
+    """A mode's speed settings as ``cnnsweep run``'s options (--cuda-graph, --compile-mode M)."""
+    flags = []
+    for name, value in speed.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 def _run_study(folder: Path, data_path, device, scale: Scale, k: int, mode: str,
@@ -268,9 +269,8 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, mode: str,
     from cnnsweep.store import Store
 
     spec = folder / "seed48.toml"
-    text = builtin_specs()["seed48"] + SMOKE_PRESET
-    preset, extra = study_preset(text, scale.preset, mode)
-    spec.write_text(text + extra)
+    spec.write_text(builtin_specs()["seed48"] + SMOKE_PRESET)
+    preset = scale.preset
     command = [
         sys.executable,
         "-m",
@@ -285,6 +285,7 @@ def _run_study(folder: Path, data_path, device, scale: Scale, k: int, mode: str,
         str(device),
         "--runs-per-device",
         str(k),
+        *speed_flags(MODES[mode]),  # speed switches: the same runs, trained with (a)'s fastest step
         *(["--no-report"] if scale is SMOKE else []),  # the report has tests of its own
     ]
     seconds = max(1.0, budget.left() - 15)  # leave time to read the store and write the JSON

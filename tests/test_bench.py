@@ -89,25 +89,17 @@ def test_gpu_benchmark_stops_at_its_budget(real_cifar, session_cache, tmp_path, 
     assert figures["study"] == {"skipped": "budget"} and figures["elapsed_s"] < 30
 
 
-def test_the_gpu_study_trains_the_same_runs_with_the_fastest_step(tmp_path):
-    """(c) adds (a)'s fastest step to the preset. Speed settings are outside a run's identity, so
-    the study is the same 48 runs (the ids of the plain preset), each run with that step."""
-    from cnnsweep.spec import builtin_specs, load_study
+def test_the_gpu_study_trains_with_the_fastest_step_of_one_run():
+    """(b) and (c) use the mode of (a) that trained fastest; (c) passes its speed settings to
+    `cnnsweep run` as its speed switches, which the command reads back as those settings."""
+    from cnnsweep.cli import _speed_settings, build_parser
 
     gpu = load_bench("gpu")
-    text = builtin_specs()["seed48"] + gpu.SMOKE_PRESET
     rows = [{"batch_size": 64, "eager": 10.0, "step_graph": 30.0, "graphed": 20.0}]
     assert gpu.fastest_mode(rows) == "step_graph" and gpu.fastest_mode([]) == "eager"
-    for mode in gpu.MODES:
-        name, extra = gpu.study_preset(text, "smoke", mode)
-        spec = tmp_path / f"{mode}.toml"
-        spec.write_text(text + extra)
-        plain, fast = load_study(str(spec), "smoke"), load_study(str(spec), name)
-        assert [r.run_id for r in fast.runs()] == [r.run_id for r in plain.runs()], mode
-        for run in fast.runs():
-            assert run.config.width == 0.0625 and run.config.max_epochs == 1  # the smoke's
-            for key, value in gpu.MODES[mode].items():
-                assert getattr(run.config, key) == value
+    for speed in gpu.MODES.values():
+        args = build_parser().parse_args(["run", "seed48", *gpu.speed_flags(speed)])
+        assert _speed_settings(args) == speed
 
 
 def test_store_scale_benchmark_measures_a_small_study_and_checks_exactly_once(tmp_path):
