@@ -18,6 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 from cnnsweep.cli import main
 from cnnsweep.errors import ConfigError
 from cnnsweep.journal import LOCK_GRACE
+from cnnsweep.spec import load_study
 from cnnsweep.store import Store, StoreError
 from cnnsweep.worker import check_speed
 from tests.conftest import cut_last_line, torn_files, write_spec
@@ -124,12 +125,11 @@ def test_speed_switches_of_the_command_train_the_same_runs(tiny_spec, tmp_path, 
     switch, is one line and stores nothing."""
     monkeypatch.chdir(tmp_path)
     spec = tiny_spec(name="speedy", epochs=1, seeds=1)
-    assert main(["run", str(spec), "--dry-run"]) == 0
-    ids = sorted(line.split()[1] for line in capsys.readouterr().out.splitlines())
     fast = ["--eval-batch-size", "32", "--cuda-graph"]
     assert main(["run", str(spec), "--devices", "cpu", "--no-report", *fast]) == 0
     journal = tmp_path / "runs" / "speedy" / "journal.log"
     records = Store.open(str(journal), "speedy").records()
+    ids = sorted(run.run_id for run in load_study(str(spec)).runs())  # the study's own ids
     assert sorted(r.run_id for r in records) == ids and {r.state for r in records} == {"complete"}
     for record in records:
         assert record.config["eval_batch_size"] == 256  # the study's, as stored
