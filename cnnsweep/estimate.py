@@ -5,13 +5,13 @@ earliest stop early stopping allows (``patience + 1``; or the mean of the runs t
 already finished) and ``max_epochs``. Each epoch also evaluates (the validation split and the
 eval-mode probe; the test set once per run), counted at EVAL_SPEEDUP x the training speed.
 
-The speed, per run shape (model, width, batch size, amp): what this store's finished runs of that
-shape trained at, else a short timed probe on the device: PROBE_BATCHES training steps, timed
-after one untimed epoch of warm-up. Several workers on one CPU share its cores, so on a CPU the
-study goes at the probe's speed; each GPU listed adds one probe's speed (a lower bound: runs that
-share a GPU overlap). Where the workers are forked from a server (on a CPU), the probe runs in a
-process forked from it too: the server has imported what a first training step imports
-(TorchDynamo, about 1 s), so the command need not.
+The speed, per run shape (model, width, batch size, amp, compile, cuda_graph): what this
+store's finished runs of that shape trained at, else a short timed probe on the device:
+PROBE_BATCHES training steps, timed after one untimed epoch of warm-up. Several workers on one
+CPU share its cores, so on a CPU the study goes at the probe's speed; each GPU listed adds one
+probe's speed (a lower bound: runs that share a GPU overlap). Where the workers are forked from
+a server (on a CPU), the probe runs in a process forked from it too: the server has imported what
+a first training step imports (TorchDynamo, about 1 s), so the command need not.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def estimate_study(
 ) -> StudyEstimate:
     """The estimate for the runs of ``study`` that ``stored`` (its records so far) has not
     finished. A search counts its trials still to draw as runs like its extremes. ``context``:
-    how the workers start (a fork server's: the probes run in processes forked from it)."""
+    how the workers start (a fork server's: the probes run in processes forked from it);
+    ``speed``: the command's speed switches, applied to every run as its worker will."""
     ended = {r.run_id for r in stored if r.state.ended}
     runs = [run for run in study.runs(identity_version) if run.run_id not in ended]
     if study.spec.search is not None:
