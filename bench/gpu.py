@@ -77,8 +77,9 @@ REAL = Scale(width=1.0, images=20_000, epochs=3, concurrency=(1, 2, 4, 8), windo
 # Width 1/8 and 512 images, as bench/throughput.py's test: at width 1/16 the network costs so
 # little that the eager-to-report-loop ratio came out at 1.0 now and then (1.11-1.95), at 1/8
 # it was 1.27-1.98 on the AVX512-BF16 CPU and 1.34-1.56 with oneDNN held to AVX2.
-# One batch size: the other is the same code with another number.
-SMOKE = Scale(width=0.125, images=512, epochs=2, concurrency=(1, 2), window_s=1.5, preset="smoke",
+# One batch size and one K: the others are the same code with other numbers (K = 2, so that
+# the K runs' barrier, shared window and overlap are exercised).
+SMOKE = Scale(width=0.125, images=512, epochs=2, concurrency=(2,), window_s=1.5, preset="smoke",
               batch_sizes=(64,))  # fmt: skip
 # (c) in smoke mode: every seed48 configuration, trained for one short epoch.
 SMOKE_PRESET = """

@@ -64,7 +64,7 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(
         # Above 1 is asserted by the throughput test above. At smoke scale, in the suite, the
         # ratio came out anywhere from 0.99 to 1.98: here it only catches a broken eager path.
         assert row["eager_ratio"] > 0.5, row
-    assert [r["k"] for r in figures["concurrent"]] == [1, 2]  # (b)
+    assert [r["k"] for r in figures["concurrent"]] == [2]  # (b): 1, 2, 4 and 8 on a GPU
     for row in figures["concurrent"]:  # the K runs trained over one shared window
         assert 0 < row["aggregate_lower_img_per_s"] <= row["aggregate_img_per_s"], row
         # Overlap 0.92-0.97 here, 0.67-0.71 on the simulated AVX2 CPU; runs of fixed epochs, as

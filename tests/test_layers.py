@@ -1,5 +1,5 @@
 """Layers: a worker loads what training needs and nothing of the report; reading a stored study
-by name loads no torch."""
+by name loads no torch; the report reads frames, not the store."""
 
 import shutil
 import subprocess
@@ -53,13 +53,20 @@ def test_reading_a_stored_study_by_name_imports_no_torch(tmp_path):
                 ["export", "--study", "upgrade-tiny", "-o", "out.csv"],
                 ["report", "--study", "upgrade-tiny", "-o", "report"])  # fmt: skip
     # One interpreter runs the three in turn and says after each whether torch is loaded yet.
-    code = "import sys\nfrom cnnsweep.cli import main\n" + "".join(
+    # First it imports report/ alone, which must import no store (nor Optuna's storages): the
+    # runner's side gathers the study into frames.
+    code = (
+        "import sys\nimport cnnsweep.report\n"
+        "print(sorted({'torch', 'cnnsweep.store'} & set(sys.modules)), file=sys.stderr)\n"
+        "from cnnsweep.cli import main\n"
+    ) + "".join(
         f"assert main({command!r}) == 0\nprint('torch' in sys.modules, file=sys.stderr)\n"
         for command in commands
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == "[]", done.stderr  # report/ alone: no store, no torch
     said = [line for line in done.stderr.splitlines() if line in ("True", "False")]
     assert said == ["False"] * 3, done.stderr  # no torch after status, export, nor report
     assert (tmp_path / "out.csv").is_file() and (tmp_path / "report" / "report.html").is_file()
@@ -70,13 +77,3 @@ def test_a_built_in_spec_is_validated_without_torch():
     registry's known families without importing them."""
     loaded = modules_after("from cnnsweep.spec import load_study\nload_study('seed48-holdout')")
     assert "torch" not in loaded
-
-
-def test_the_report_reads_frames_not_the_store():
-    """report/ imports no store (nor Optuna's storages): the runner's side gathers the study."""
-    probe = (
-        "import cnnsweep.report, sys\nprint(sorted({'torch', 'cnnsweep.store'} & set(sys.modules)))"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
-    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -277,19 +277,24 @@ def test_enqueues_racing_in_three_processes_create_each_run_once(store_url, tmp_
     Store.open_or_create(store_url, "s")
     script = tmp_path / "enqueue.py"
     script.write_text(
-        "import sys, time\n"
+        "import sys\n"
         "from cnnsweep.store import Store\n"
         "from tests.test_store import runs\n"
         "store = Store.open_or_create(sys.argv[1], 's')\n"
-        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all three start together\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()  # the go: all three start together\n"
         "print(store.enqueue_missing(runs(150)))\n"
     )
-    start = str(time.time() + 1.5)  # each process is ready within a second
-    command = [sys.executable, str(script), store_url, start]
+    command = [sys.executable, str(script), store_url]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(3)
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(3)
     ]
+    assert [p.stdout.readline() for p in processes] == ["ready\n"] * 3  # each one's store open
+    for p in processes:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     counts = [int(p.communicate(timeout=120)[0]) for p in processes]
     assert sorted(counts) == [0, 0, 150]
     states = Store.open(store_url, "s").trial_states()
