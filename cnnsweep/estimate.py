@@ -165,12 +165,14 @@ def estimate_study(
 
 
 def _stored_rates(finished: list[RunRecord]) -> dict[tuple, list[float]]:
-    """Each finished run's training images/s (its mean over its epochs), by run shape. A config
-    this version no longer accepts is left out (its run is not this study's to estimate)."""
+    """Each finished run's training images/s (its mean over its epochs), by the shape it trained
+    in: its result's config, which holds the speed switches it ran with (the stored config does
+    not; a result of an early release may lack it). A config this version no longer accepts is
+    left out (its run is not this study's to estimate)."""
     rates: dict[tuple, list[float]] = {}
     for record in finished:
         try:
-            key = shape_of(TrainConfig(**record.config))
+            key = shape_of(TrainConfig(**record.result.get("config", record.config)))
         except ValueError:  # pydantic's ValidationError
             continue
         if "images_per_second" in record.result:
