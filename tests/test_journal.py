@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +35,32 @@ def test_a_torn_last_line_is_moved_aside_when_the_store_is_opened(tmp_path, capl
     assert "repaired journal" in caplog.text and str(aside) in caplog.text
     assert [r.run_id for r in reopened.records()] == ["r0", "r1"]  # the torn run was never whole
     assert reopened.enqueue_missing(RUNS) == 1  # enqueued again, on a clean line
+    assert [r.run_id for r in Store.open(str(journal), "s").records()] == ["r0", "r1", "r2"]
+
+
+@pytest.mark.filterwarnings("ignore:The value of `grace_period` might be too small")
+def test_a_lock_left_by_a_killed_writer_is_broken_after_its_grace(tmp_path, monkeypatch):
+    """A writer killed while it held the journal's lock leaves the lock behind (Optuna's
+    symlink). The next writer breaks it once the journal has not changed for LOCK_GRACE seconds
+    (10; 1 here), appends, and releases. The studies that kill workers mid-run wait out this
+    grace only when a kill lands mid-append, so they avoid it; this is where it is proven."""
+    import cnnsweep.journal
+
+    journal = tmp_path / "journal.log"
+    Store.open_or_create(str(journal), "s").enqueue_missing(RUNS[:1])
+    lock = Path(str(journal) + ".lock")
+    lock.symlink_to(journal)  # as a holder killed mid-append leaves it
+    monkeypatch.setattr(cnnsweep.journal, "LOCK_GRACE", 1)
+    start = time.monotonic()
+    # In a thread: a lock never broken would hang the append, and the test must fail instead.
+    append = threading.Thread(target=lambda: Store.open(str(journal), "s").enqueue_missing(RUNS),
+                              daemon=True)  # fmt: skip
+    append.start()
+    append.join(timeout=30)
+    waited = time.monotonic() - start
+    assert not append.is_alive(), "the lock was never broken"
+    assert 1 <= waited < 10, waited  # the grace (1 s), not the default's 10 s
+    assert not lock.is_symlink()  # released after the append
     assert [r.run_id for r in Store.open(str(journal), "s").records()] == ["r0", "r1", "r2"]
 
 
