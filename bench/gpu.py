@@ -7,6 +7,10 @@
 (b) Several runs per device, with (a)'s fastest step: aggregate training images/s of K = 1, 2,
     4, 8 concurrent runs (separate processes, as ``cnnsweep run --runs-per-device K`` places
     them), and the model FLOP utilisation against a measured matmul peak of the same device.
+(b2) P runs of one shape stacked in one process (bench/stacked.py: ``torch.func.vmap`` over the
+    runs' own parameters), P = 1, 2, 4, 8, eager and (on a GPU) with the whole step in one CUDA
+    graph: aggregate training images/s, to set beside (b)'s K processes. A measurement that
+    decides whether such a training mode would pay; cnnsweep does not train so yet.
 (c) The report's whole ``seed48`` study at full scale with the best K and (a)'s fastest step
     (``cnnsweep run``'s speed switches):
     wall time, runs finished, test accuracy per run, and the report's claims re-tested. If the
@@ -52,8 +56,8 @@ from cnnsweep.train import train
 
 SPLIT = 0.9
 REPO = Path(__file__).resolve().parents[1]
-# Shares of the budget for (a) and (b); (c), the whole study, gets what they leave.
-SHARE_PER_RUN, SHARE_CONCURRENT = 0.3, 0.2
+# Shares of the budget for (a), (b) and (b2); (c), the whole study, gets what they leave.
+SHARE_PER_RUN, SHARE_CONCURRENT, SHARE_STACKED = 0.3, 0.2, 0.12
 
 
 @dataclass(frozen=True)
@@ -66,21 +70,24 @@ class Scale:
     concurrency: tuple[int, ...]  # K values of (b)
     window_s: float  # (b): every one of the K runs trains until this long after their start
     preset: str  # seed48 preset of (c)
+    stack_sizes: tuple[int, ...]  # P values of (b2)
+    stack_window_s: float  # (b2): timed seconds of each P and mode, after a warm-up
     batch_sizes: tuple[int, ...] = (64, 32)  # of (a)
 
 
 # (b)'s window: 12 s, so that 4 values of K, each with a warm-up epoch, fit in 20% of 420 s.
 # The smoke's 1.5 s: at 0.75 s the K=2 windows overlapped only 39% on the simulated AVX2 CPU,
 # where a first epoch and a last one are large parts of so short a window.
+# (b2): 4 values of P in 2 modes, 4 s each and a warm-up, in 12% of 420 s.
 REAL = Scale(width=1.0, images=20_000, epochs=3, concurrency=(1, 2, 4, 8), window_s=12,
-             preset="full")  # fmt: skip
+             preset="full", stack_sizes=(1, 2, 4, 8), stack_window_s=4)  # fmt: skip
 # Width 1/8 and 512 images, as bench/throughput.py's test: at width 1/16 the network costs so
 # little that the eager-to-report-loop ratio came out at 1.0 now and then (1.11-1.95), at 1/8
 # it was 1.27-1.98 on the AVX512-BF16 CPU and 1.34-1.56 with oneDNN held to AVX2.
 # One batch size and one K: the others are the same code with other numbers (K = 2, so that
 # the K runs' barrier, shared window and overlap are exercised).
 SMOKE = Scale(width=0.125, images=512, epochs=2, concurrency=(2,), window_s=1.5, preset="smoke",
-              batch_sizes=(64,))  # fmt: skip
+              stack_sizes=(2,), stack_window_s=0.3, batch_sizes=(64,))  # fmt: skip
 # (c) in smoke mode: every seed48 configuration, trained for one short epoch.
 SMOKE_PRESET = """
 [presets.smoke]
@@ -237,6 +244,50 @@ def _aggregate(k: int, runs: list[list[tuple[float, float, int]]], flops_per_ima
         "per_run_img_per_s": round(rate / k, 1), "overlap": round(overlap, 2),
         "mfu": round(rate * flops_per_image / peak, 4) if peak else None,
     }  # fmt: skip
+
+
+# --- (b2) P runs stacked in one process --------------------------------------------------------
+
+STACK_MODES = {"eager": False, "step_graph": True}  # mode -> whole step in a CUDA graph
+
+
+def stacked(data, device, scale: Scale, flops_per_image: float, peak: float,
+            budget: Budget) -> list[dict]:  # fmt: skip
+    """Aggregate training images/s of P runs stacked into one model (bench/stacked.py), batch 64,
+    Adam with a learning rate per run, for each P and mode (step_graph on a GPU only)."""
+    from bench.stacked import stacked_images_per_second
+    from cnnsweep.models import build_model
+
+    sample = data.subset(1024, 0, seed=0)  # each run draws its batches from these, on the device
+    images = torch.from_numpy(sample.train_images).to(device).float() / 255  # (N, C, H, W)
+    images = ((images - 0.5) / 0.25).contiguous()  # about zero mean and unit spread
+    labels = torch.from_numpy(sample.train_labels).to(device).long()
+    config = _config(scale, 64)
+    modes = list(STACK_MODES) if device.type == "cuda" else ["eager"]
+    rows = []
+    for mode in modes:
+        for p in scale.stack_sizes:
+            row = {"p": p, "mode": mode}
+            rows.append(row)
+            if budget.left() < scale.stack_window_s + 5:
+                row["skipped"] = "budget"
+                continue
+            try:  # one P's failure (memory, a capture) leaves the others' figures
+                rate = stacked_images_per_second(
+                    lambda: build_model(config, data), [1e-3 * 0.5**i for i in range(p)],
+                    images, labels, 64, bf16_supported(device), STACK_MODES[mode],
+                    scale.stack_window_s,
+                )  # fmt: skip
+            except Exception as exc:
+                traceback.print_exc()
+                row["error"] = f"{type(exc).__name__}: {exc}"
+                continue
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            row.update(img_per_s=round(rate, 1), per_run_img_per_s=round(rate / p, 1),
+                       mfu=round(rate * flops_per_image / peak, 4) if peak else None)  # fmt: skip
+    return rows
 
 
 # --- (c) the whole study -------------------------------------------------------------------------
@@ -397,6 +448,10 @@ def main(argv: list[str] | None = None) -> dict:
         "concurrent",
         lambda: concurrent(args.data, device, scale, mode, flops, peak, share(SHARE_CONCURRENT)),
     )
+    section(
+        "stacked",
+        lambda: stacked(data, device, scale, flops, peak, share(SHARE_STACKED)),
+    )
     measured = [r for r in _rows(figures["concurrent"]) if "aggregate_img_per_s" in r]
     best_k = max(measured, key=lambda r: r["aggregate_img_per_s"])["k"] if measured else 1
 
@@ -457,6 +512,15 @@ def print_table(figures: dict) -> None:
                   f"(at least {row['aggregate_lower_img_per_s']:.1f}), "
                   f"{row['per_run_img_per_s']:.1f} per run{mfu} "
                   f"(timed windows {100 * row['overlap']:.0f}% overlapping)")  # fmt: skip
+    print("\n(b2) P runs stacked in one process (bench/stacked.py), batch 64")
+    _print_error(figures.get("stacked", []))
+    for row in _rows(figures.get("stacked", [])):
+        if "img_per_s" in row:
+            mfu = f", MFU {100 * row['mfu']:.1f}%" if row["mfu"] is not None else ""
+            print(f"  P={row['p']} {row['mode']}: {row['img_per_s']:.1f} img/s in all, "
+                  f"{row['per_run_img_per_s']:.1f} per run{mfu}")  # fmt: skip
+        else:
+            print(f"  P={row['p']} {row['mode']}: {row.get('error') or row.get('skipped')}")
     study = figures["study"]
     print("\n(c) seed48 study")
     if "runs_finished" in study:

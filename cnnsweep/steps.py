@@ -76,7 +76,8 @@ class CudaGraphStep(EagerStep):
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if self.static_images is None:
-            self.static_images = images.clone(memory_format=torch.channels_last)
+            # The batch's own layout (channels_last from the data, bench/stacked.py's 5-d stack).
+            self.static_images = images.clone(memory_format=torch.preserve_format)
             self.static_labels = labels.clone()
         self.static_images.copy_(images)
         self.static_labels.copy_(labels)

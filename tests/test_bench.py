@@ -70,6 +70,8 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(
         # Overlap 0.92-0.97 here, 0.67-0.71 on the simulated AVX2 CPU; runs of fixed epochs, as
         # before the shared window, overlapped 0.18 here (and 0-0.55 on the H200).
         assert row["overlap"] > 0.4 and 0 < row["mfu"] < 1, row
+    (row,) = figures["stacked"]  # (b2): P = 2 on a CPU (1, 2, 4, 8, eager and graphed, on a GPU)
+    assert row["p"] == 2 and row["mode"] == "eager" and row["img_per_s"] > 0, row
     study = figures["study"]  # (c): every seed48 configuration, finished, claims re-tested
     assert study["runs_finished"] == study["runs_total"] == 48 and study["finished_in_budget"]
     assert len(study["test_accuracy"]) == 48 and set(study["claims"]) == set("abcdefg")
@@ -117,3 +119,40 @@ def test_store_scale_benchmark_measures_a_small_study_and_checks_exactly_once(tm
         assert {"claim_ms", "epoch_ms", "finish_ms"} <= set(row[phase]), row
     assert row["claim_end_over_start"] > 0 and row["status_end_s"] > 0
     assert "| journal | 40 x 3 | 2 |" in done.stdout
+
+
+def test_stacked_runs_compute_what_each_run_would_and_train_each_at_its_own_rate():
+    """bench/stacked.py, measured by (b2): the stack's logits are each run's own, and each run
+    trains at its own learning rate (the one at 0 does not move; the other does)."""
+    import torch
+
+    from bench.stacked import (
+        StackedRuns,
+        largest_difference_from_each_run,
+        stacked_images_per_second,
+    )
+    from cnnsweep.models import create_model
+
+    models, initial = [], []
+
+    def make_model():
+        model = create_model("alexnet", num_classes=10, in_channels=3, image_size=(32, 32),
+                             batch_norm=True, dropout=True, width=0.0625)  # fmt: skip
+        models.append(model)
+        initial.append([p.detach().clone() for p in model.parameters()])
+        return model
+
+    torch.manual_seed(0)
+    stack = StackedRuns([make_model() for _ in range(3)])
+    assert largest_difference_from_each_run(stack, torch.randn(3, 8, 3, 32, 32)) < 1e-5
+    models.clear()
+    initial.clear()
+    pool, labels = torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,))
+    rate = stacked_images_per_second(make_model, [1e-3, 0.0], pool, labels, 16, False, False, 0.05)
+    assert rate > 0 and len(models) == 2
+
+    def moved(index: int) -> float:
+        pairs = zip(models[index].parameters(), initial[index], strict=True)
+        return max(float((now.detach() - then).abs().max()) for now, then in pairs)
+
+    assert moved(0) > 1e-4 and moved(1) == 0.0
