@@ -87,7 +87,7 @@ REAL = Scale(width=1.0, images=20_000, epochs=3, concurrency=(1, 2, 4, 8), windo
 # One batch size and one K: the others are the same code with other numbers (K = 2, so that
 # the K runs' barrier, shared window and overlap are exercised).
 SMOKE = Scale(width=0.125, images=512, epochs=2, concurrency=(2,), window_s=1.5, preset="smoke",
-              stack_sizes=(2,), stack_window_s=0.3, batch_sizes=(64,))  # fmt: skip
+              stack_sizes=(2,), stack_window_s=0.2, batch_sizes=(64,))  # fmt: skip
 # (c) in smoke mode: every seed48 configuration, trained for one short epoch.
 SMOKE_PRESET = """
 [presets.smoke]

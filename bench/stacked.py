@@ -84,7 +84,9 @@ def stacked_images_per_second(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    train_steps(5)  # warm-up: cuDNN's choices, the optimizer's state, a graph's capture
+    # Warm-up: cuDNN's choices and the optimizer's state; a graph's three eager steps, its
+    # capture and a first replay.
+    train_steps(5 if graphed else 2)
     synchronize()
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
