@@ -45,9 +45,12 @@ class StackedRuns(nn.Module):
         def one_run(parameters: dict, buffers: dict, batch: torch.Tensor) -> torch.Tensor:
             return functional_call(template, (parameters, buffers), (batch,))
 
-        parameters = {name: torch.stack([dict(run.named_parameters())[name] for run in self.runs])
+        # Each run's tensors by name, looked up once a step (the host's time is what is measured).
+        own_parameters = [dict(run.named_parameters()) for run in self.runs]
+        own_buffers = [dict(run.named_buffers()) for run in self.runs]
+        parameters = {name: torch.stack([own[name] for own in own_parameters])
                       for name in self._parameter_names}  # fmt: skip
-        buffers = {name: torch.stack([dict(run.named_buffers())[name] for run in self.runs])
+        buffers = {name: torch.stack([own[name] for own in own_buffers])
                    for name in self._buffer_names}  # fmt: skip
         logits = vmap(one_run, randomness="different")(parameters, buffers, images)
         return logits.flatten(0, 1)

@@ -48,8 +48,8 @@ def test_a_lock_left_by_a_killed_writer_is_broken_after_its_grace(tmp_path, monk
 
     journal = tmp_path / "journal.log"
     Store.open_or_create(str(journal), "s").enqueue_missing(RUNS[:1])
-    lock = Path(str(journal) + ".lock")
-    lock.symlink_to(journal)  # as a holder killed mid-append leaves it
+    lock = Path(str(journal.resolve()) + ".lock")  # beside the resolved path, as the store's
+    lock.symlink_to(journal.resolve())  # as a holder killed mid-append leaves it
     monkeypatch.setattr(cnnsweep.journal, "LOCK_GRACE", 1)
     start = time.monotonic()
     # In a thread: a lock never broken would hang the append, and the test must fail instead.
