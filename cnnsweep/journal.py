@@ -25,11 +25,11 @@ from typing import Any
 from optuna.distributions import distribution_to_json
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.storages.journal._file import get_lock_file
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
 from cnnsweep.errors import CnnsweepError
+from cnnsweep.interrupts import held, interrupts_deferred
 
 log = logging.getLogger("cnnsweep.journal")
 
@@ -80,7 +80,7 @@ class CheckedJournalFile(JournalFileBackend):
         """Move a torn last line aside. Called once the whole file was read (and so checked,
         line by line, by read_logs), so that a damaged journal is refused untouched."""
         if self._torn_tail() is not None:
-            with get_lock_file(self._lock):
+            with interrupts_deferred(), held(self._lock):
                 self._repair_torn_tail()
 
     # --- checking ----------------------------------------------------------------------------
@@ -150,7 +150,9 @@ class CheckedJournalFile(JournalFileBackend):
                 yield self.last_entry
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        with get_lock_file(self._lock):
+        # Whole or not at all under a Ctrl-C, which is delivered after it: milliseconds, unless
+        # a lock left by a killed writer has to be waited out first.
+        with interrupts_deferred(), held(self._lock):
             self._repair_torn_tail()  # never glue a new line onto a torn one
             lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in logs)
             with self.path.open("ab") as handle:
@@ -199,7 +201,7 @@ class CheckedJournalStorage(JournalStorage):
         seconds, should its holder have been killed."""
         lock = JournalFileSymlinkLock(str(self._checked_backend.path) + ".enqueue",
                                       grace_period=ENQUEUE_GRACE)  # fmt: skip
-        with get_lock_file(lock):
+        with held(lock):
             yield
 
     def create_waiting_trials(self, study_id: int, waiting: list) -> None:

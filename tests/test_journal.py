@@ -2,6 +2,7 @@
 refused without touching the file (tests/test_hostile.py has those cases through the CLI, and
 tests/test_runner.py kills a whole study and tears its journal before running it again)."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -62,6 +63,39 @@ def test_a_lock_left_by_a_killed_writer_is_broken_after_its_grace(tmp_path, monk
     assert 1 <= waited < 10, waited  # the grace (1 s), not the default's 10 s
     assert not lock.is_symlink()  # released after the append
     assert [r.run_id for r in Store.open(str(journal), "s").records()] == ["r0", "r1", "r2"]
+
+
+@pytest.mark.parametrize("lock", ["journal", "enqueue"])
+def test_a_ctrl_c_as_a_lock_is_taken_leaves_no_lock_behind(lock, tmp_path, monkeypatch):
+    """A Ctrl-C that arrives just after a lock's file is made (before Optuna's code would reach
+    the try that removes it) is delivered once the lock is given up: the lock is not left for
+    every other process to wait out its grace (10 s; the enqueue lock's 60 s). An append it
+    interrupts is whole."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    journal = tmp_path / "journal.log"
+    store = Store.open_or_create(str(journal), "s")
+    store.enqueue_missing(RUNS[:1])
+    journal_lock = store.storage._checked_backend._lock
+    take = JournalFileSymlinkLock.acquire
+
+    def take_then_ctrl_c(self) -> bool:
+        taken = take(self)
+        if (self is journal_lock) == (lock == "journal"):
+            os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt at the next bytecode
+        return taken
+
+    monkeypatch.setattr(JournalFileSymlinkLock, "acquire", take_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        if lock == "journal":
+            store.enqueue_missing(RUNS)
+        else:
+            with store.storage.enqueue_lock():
+                pytest.fail("the Ctrl-C was not delivered as the lock was taken")
+    assert not list(tmp_path.glob("*.lock")), list(tmp_path.iterdir())
+    monkeypatch.undo()
+    appended = [r.run_id for r in Store.open(str(journal), "s").records()]
+    assert appended == (["r0", "r1", "r2"] if lock == "journal" else ["r0"])
 
 
 def test_a_writer_that_finds_a_torn_tail_repairs_it_before_appending(tmp_path):

@@ -192,7 +192,6 @@ def test_a_study_that_cnnsweep_did_not_create_is_left_untouched(store_url):
 def test_the_private_optuna_names_cnnsweep_relies_on_exist(tmp_path):
     """store.py and journal.py use a few private Optuna names (pyproject caps optuna below 6);
     if an Optuna release renames one, this fails before anything else does."""
-    from optuna.storages.journal._file import get_lock_file  # noqa: F401
     from optuna.storages.journal._storage import JournalOperation, JournalStorageReplayResult
 
     store = Store.open_or_create(str(tmp_path / "journal.log"), "s")
