@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from cnnsweep import rdb
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
+from cnnsweep.interrupts import interrupts_deferred
 from cnnsweep.journal import CheckedJournalStorage, open_journal
 from cnnsweep.schema import ENQUEUED_ATTRS, EPOCH_PREFIX, Attr, RunState, epoch_key
 from cnnsweep.spec import check_name
@@ -560,18 +561,20 @@ class Store:
         """The one failure transition: record the error (and traceback), RUNNING -> FAIL, and,
         if ``enqueue_attempt`` is given, a fresh WAITING trial of the same run with that attempt
         number (Optuna cannot move a trial back to WAITING). False if the run was already closed
-        by someone else; then nothing is enqueued."""
+        by someone else; then nothing is enqueued. A Ctrl-C meanwhile waits for the retry to be
+        enqueued: a run is never left failed with no retry by an interrupt."""
         trial_id = trial._trial_id
-        try:
-            self.storage.set_trial_user_attr(trial_id, Attr.ERROR, error)
-            if traceback:
-                self.storage.set_trial_user_attr(trial_id, Attr.TRACEBACK, traceback)
-            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:
-            return False
-        if enqueue_attempt is not None:  # the retry keeps the trial's parameters (none: 0.2.0)
-            self._enqueue(trial.user_attrs, enqueue_attempt, trial.params, trial.distributions)
-        return True
+        with interrupts_deferred():
+            try:
+                self.storage.set_trial_user_attr(trial_id, Attr.ERROR, error)
+                if traceback:
+                    self.storage.set_trial_user_attr(trial_id, Attr.TRACEBACK, traceback)
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                return False
+            if enqueue_attempt is not None:  # the retry keeps the trial's parameters (0.2.0: none)
+                self._enqueue(trial.user_attrs, enqueue_attempt, trial.params, trial.distributions)
+            return True
 
     def put_back(self, worker: dict[str, Any], error: str) -> int:
         """Every run ``worker`` holds goes back to the queue (same attempt): a worker interrupted

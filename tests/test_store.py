@@ -1,6 +1,7 @@
 """The store's contract, run against every backend (journal file and PostgreSQL)."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -215,6 +216,30 @@ def test_a_retry_keeps_the_runs_optuna_parameters(store_url):
     assert retry.params == {"lr": 0.1}
     assert retry.distributions == {"lr": CategoricalDistribution([0.1, 0.2])}
     assert retry.user_attrs["attempt"] == 1
+
+
+def test_a_ctrl_c_as_a_run_is_failed_is_delivered_after_its_retry_is_enqueued(
+    store_url, monkeypatch
+):
+    """An interrupt between a run's failure and its retry's enqueueing (a worker interrupted as
+    it puts its run back, or as it recovers a dead worker's) waits for both: the run waits again,
+    never left failed with no retry until the study is run again."""
+    store = Store.open_or_create(store_url, "s")
+    store.enqueue_missing(runs(1))
+    claimed = store.claim(this_worker())
+    set_state = store.storage.set_trial_state_values
+
+    def fail_then_ctrl_c(trial_id, state, values=None):
+        done = set_state(trial_id, state, values)
+        if state == TrialState.FAIL:
+            os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt at the next bytecode
+        return done
+
+    monkeypatch.setattr(store.storage, "set_trial_state_values", fail_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        store.fail(claimed.trial_id, "interrupted", retry=True)
+    monkeypatch.undo()
+    assert [r.state for r in Store.open(store_url, "s").records()] == ["waiting"]
 
 
 def test_levels_a_changed_spec_adds_stay_out_of_optuna_parameters(store_url):
