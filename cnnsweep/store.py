@@ -406,25 +406,33 @@ class Store:
         Reads the head of the queue only: its cost does not grow with the study."""
         while head := self._waiting_head():
             for trial_id in head:
-                try:
-                    if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                        continue  # another worker took it first
-                except UpdateFinishedTrialError:
-                    continue
-                taken = {Attr.WORKER: worker, Attr.HEARTBEAT: time.time()}
-                needed = [Attr.RUN_ID, Attr.CONFIG, Attr.LABEL, Attr.ATTEMPT]
-                if self._sql is not None:
-                    attrs = self._sql.mark_taken(trial_id, taken, needed)
-                else:
-                    for key, value in taken.items():
-                        self.storage.set_trial_user_attr(trial_id, key, value)
-                    trial = self.storage.get_trial(trial_id)
-                    if not self._enqueues_locked and self._is_duplicate(trial):
-                        self._set_aside(trial_id)
-                        continue
-                    attrs = trial.user_attrs
-                return ClaimedRun(trial_id, *(attrs[key] for key in needed))
+                if claimed := self._take(trial_id, worker):
+                    return claimed
         return None
+
+    def _take(self, trial_id: int, worker: dict[str, Any]) -> ClaimedRun | None:
+        """The waiting trial marked running and ``worker``'s, or None if another took it first.
+        A Ctrl-C meanwhile waits until the run is marked, so that it is put back as the
+        worker's (a running run with no worker would wait out the grace)."""
+        with interrupts_deferred():
+            try:
+                if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                    return None  # another worker took it first
+            except UpdateFinishedTrialError:
+                return None
+            taken = {Attr.WORKER: worker, Attr.HEARTBEAT: time.time()}
+            needed = [Attr.RUN_ID, Attr.CONFIG, Attr.LABEL, Attr.ATTEMPT]
+            if self._sql is not None:
+                attrs = self._sql.mark_taken(trial_id, taken, needed)
+            else:
+                for key, value in taken.items():
+                    self.storage.set_trial_user_attr(trial_id, key, value)
+                trial = self.storage.get_trial(trial_id)
+                if not self._enqueues_locked and self._is_duplicate(trial):
+                    self._set_aside(trial_id)
+                    return None
+                attrs = trial.user_attrs
+            return ClaimedRun(trial_id, *(attrs[key] for key in needed))
 
     def _waiting_head(self) -> list[int]:
         """The trial ids of the first waiting runs, in study order (trials that are not runs of
@@ -518,26 +526,29 @@ class Store:
         """Store the result and close the run; False if the run was taken from this worker.
         A diverged or pruned run closes as Optuna's PRUNED (a pruned one marked so).
 
-        Epochs of ``result["history"]`` not yet recorded by :meth:`record_epoch` are added.
+        Epochs of ``result["history"]`` not yet recorded by :meth:`record_epoch` are added. A
+        Ctrl-C meanwhile waits: a trained run's result is stored whole, not lost to it.
         """
-        try:
-            recorded = self.storage.get_trial(trial_id).user_attrs
-            for epoch in result.get("history", []):
-                if epoch_key(epoch["epoch"]) not in recorded:
-                    self.storage.set_trial_user_attr(trial_id, epoch_key(epoch["epoch"]), epoch)
-            self.storage.set_trial_user_attr(
-                trial_id, Attr.RESULT, {k: v for k, v in result.items() if k != "history"}
-            )
-            if pruned:
-                self.storage.set_trial_user_attr(trial_id, Attr.PRUNED, True)
-            if diverged or pruned:
-                self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
-            else:
-                values = [float(result["test_accuracy"])]
-                self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
-        except UpdateFinishedTrialError:
-            return False
-        return True
+        with interrupts_deferred():
+            try:
+                recorded = self.storage.get_trial(trial_id).user_attrs
+                for epoch in result.get("history", []):
+                    if epoch_key(epoch["epoch"]) not in recorded:
+                        key = epoch_key(epoch["epoch"])
+                        self.storage.set_trial_user_attr(trial_id, key, epoch)
+                self.storage.set_trial_user_attr(
+                    trial_id, Attr.RESULT, {k: v for k, v in result.items() if k != "history"}
+                )
+                if pruned:
+                    self.storage.set_trial_user_attr(trial_id, Attr.PRUNED, True)
+                if diverged or pruned:
+                    self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
+                else:
+                    values = [float(result["test_accuracy"])]
+                    self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
+            except UpdateFinishedTrialError:
+                return False
+            return True
 
     def fail(
         self, trial_id: int, error: str, *, traceback: str | None = None, retry: bool = False

@@ -218,28 +218,50 @@ def test_a_retry_keeps_the_runs_optuna_parameters(store_url):
     assert retry.user_attrs["attempt"] == 1
 
 
-def test_a_ctrl_c_as_a_run_is_failed_is_delivered_after_its_retry_is_enqueued(
-    store_url, monkeypatch
+@pytest.mark.parametrize("moment", ["claim", "finish", "fail"])
+def test_a_ctrl_c_inside_a_runs_change_of_state_waits_for_the_whole_change(
+    moment, store_url, monkeypatch
 ):
-    """An interrupt between a run's failure and its retry's enqueueing (a worker interrupted as
-    it puts its run back, or as it recovers a dead worker's) waits for both: the run waits again,
-    never left failed with no retry until the study is run again."""
+    """An interrupt in the middle of a run's change of state is delivered after the whole change:
+    - claim: between "running" and the worker's name (its worker could not put it back; it
+      would wait out the grace as a run with no worker);
+    - finish: between the result and "complete" (a trained run's result would be lost);
+    - fail: between "failed" and the retry (the run would stay failed until run again)."""
     store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(1))
-    claimed = store.claim(this_worker())
-    set_state = store.storage.set_trial_state_values
+    me = this_worker()
+    claimed = None if moment == "claim" else store.claim(me)
+    storage = store.storage
+    set_state, set_attr = storage.set_trial_state_values, storage.set_trial_user_attr
 
-    def fail_then_ctrl_c(trial_id, state, values=None):
+    def ctrl_c() -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt at the next bytecode
+
+    def state_then_ctrl_c(trial_id, state, values=None):
         done = set_state(trial_id, state, values)
-        if state == TrialState.FAIL:
-            os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt at the next bytecode
+        if state == {"claim": TrialState.RUNNING, "fail": TrialState.FAIL}.get(moment):
+            ctrl_c()
         return done
 
-    monkeypatch.setattr(store.storage, "set_trial_state_values", fail_then_ctrl_c)
+    def attr_then_ctrl_c(trial_id, key, value):
+        set_attr(trial_id, key, value)
+        if moment == "finish" and key == "result":
+            ctrl_c()
+
+    monkeypatch.setattr(storage, "set_trial_state_values", state_then_ctrl_c)
+    monkeypatch.setattr(storage, "set_trial_user_attr", attr_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        store.fail(claimed.trial_id, "interrupted", retry=True)
+        if moment == "claim":
+            store.claim(me)
+        elif moment == "finish":
+            store.finish(claimed.trial_id, {"test_accuracy": 50.0, "history": []}, False)
+        else:
+            store.fail(claimed.trial_id, "interrupted", retry=True)
     monkeypatch.undo()
-    assert [r.state for r in Store.open(store_url, "s").records()] == ["waiting"]
+    if moment == "claim":  # what the interrupted worker then does (worker.run_worker)
+        assert store.put_back(me, "interrupted") == 1
+    expected = "complete" if moment == "finish" else "waiting"
+    assert [r.state for r in Store.open(store_url, "s").records()] == [expected]
 
 
 def test_levels_a_changed_spec_adds_stay_out_of_optuna_parameters(store_url):
