@@ -1,10 +1,12 @@
-"""Ctrl-C held back while a lock is taken or given up, then delivered.
+"""Ctrl-C held back while a lock is taken or given up, or a run's state changes; then delivered.
 
 A Ctrl-C (SIGINT; SIGTERM, where a worker turns it into one) raises KeyboardInterrupt between
 any two bytecodes. Arriving just after a journal lock's file is made and before the code that
 would remove it is reached, it leaves the lock behind: every other process then waits out the
-lock's grace (10 s; the enqueue lock's 60 s) before breaking it. Inside :func:`interrupts_deferred`
-the signal is only noted; it is delivered, by the handler that was in place, when the block ends.
+lock's grace (10 s; the enqueue lock's 60 s) before breaking it. Arriving between two writes of
+one change of a run's state (failed, then its retry enqueued), it leaves the change half made.
+Inside :func:`interrupts_deferred` the signal is only noted; it is delivered, by the handler
+that was in place, when the block ends.
 """
 
 from __future__ import annotations

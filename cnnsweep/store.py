@@ -533,8 +533,7 @@ class Store:
             try:
                 recorded = self.storage.get_trial(trial_id).user_attrs
                 for epoch in result.get("history", []):
-                    if epoch_key(epoch["epoch"]) not in recorded:
-                        key = epoch_key(epoch["epoch"])
+                    if (key := epoch_key(epoch["epoch"])) not in recorded:
                         self.storage.set_trial_user_attr(trial_id, key, epoch)
                 self.storage.set_trial_user_attr(
                     trial_id, Attr.RESULT, {k: v for k, v in result.items() if k != "history"}
