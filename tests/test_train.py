@@ -313,8 +313,8 @@ def test_the_future_study_is_the_reports_future_work():
 
 
 def test_holdout_scores_the_test_set_with_the_best_epochs_weights(patterns, monkeypatch):
-    """A run whose validation accuracy peaks early (epoch 2 of 6 here): the test set is scored
-    with the weights validated at that epoch, not the last epoch's."""
+    """A run whose validation accuracy peaks early: the test set is scored with the weights
+    validated at that epoch, not the last epoch's."""
     import cnnsweep.train as training
 
     scored = []  # (which split, fingerprint of the weights that scored it)
@@ -326,11 +326,18 @@ def test_holdout_scores_the_test_set_with_the_best_epochs_weights(patterns, monk
         return real_evaluate(model, data, batch_size, use_bf16)
 
     monkeypatch.setattr(training, "evaluate", fingerprinting)
-    config = make_config(optimizer="sgd", lr=0.3, batch_norm=True, patience=10,
-                         train_eval_images=0, **TINY | {"max_epochs": 6})  # fmt: skip
-    result = train(config, patterns)
-    best = result.best_epoch
-    assert best < result.epochs_trained == 6  # peaks early (epoch 2 or 3, by CPU arithmetic)
+    # At lr 0.3 validation accuracy swings from epoch to epoch, and where it peaks depends on the
+    # CPU's arithmetic: epoch 2 in bf16 here, epoch 6 for seed 0 in fp32 on one AVX2 thread. The
+    # first seed whose run trains all 6 epochs and peaks before the last is the one checked.
+    for seed in range(10):
+        scored.clear()
+        config = make_config(optimizer="sgd", lr=0.3, batch_norm=True, patience=10, seed=seed,
+                             train_eval_images=0, **TINY | {"max_epochs": 6})  # fmt: skip
+        result = train(config, patterns)
+        best = result.best_epoch
+        if result.stop_reason == "max_epochs" and best < result.epochs_trained:
+            break
+    assert best < result.epochs_trained == 6, "no seed of 10 peaked before its last epoch"
     validations, test = scored[:-1], scored[-1]
     assert len(validations) == 6 and test[0] == 200
     assert test[1:] == validations[best - 1][1:]  # the weights of the best epoch
