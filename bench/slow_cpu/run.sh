@@ -6,10 +6,22 @@
 #
 #   sudo bench/slow_cpu/run.sh python -m pytest -q
 #
-# Needs root, cgroup v1's cpu controller at /sys/fs/cgroup/cpu, gcc and taskset. A simulation,
-# not the machine: figures from it are named as such.
+# --one-core models that machine otherwise: its two threads as the two hardware threads of one
+# core (two threads of it reach ~90 GFLOP/s, one AVX2 core's fused multiply-add peak; one core
+# here, held to AVX2, measured 102). The command runs on core 0 alone at full speed, no loops:
+# Python as fast as here, two busy processes taking turns.
+#
+#   bench/slow_cpu/run.sh --one-core python -m pytest -q
+#
+# Needs root, cgroup v1's cpu controller at /sys/fs/cgroup/cpu, gcc and taskset (--one-core:
+# taskset alone). A simulation, not the machine: figures from it are named as such.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+export MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+if [[ "${1:-}" == "--one-core" ]]; then
+  shift
+  exec taskset -c 0 "$@"
+fi
 cgroup=/sys/fs/cgroup/cpu/cnnsweep-slow-cpu
 binary="$(mktemp -d)/busy"
 gcc -O2 -o "$binary" "$here/busy.c"
@@ -22,5 +34,4 @@ for core in 0 1; do
 done
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$(dirname "$binary")"' EXIT
 sleep 0.3
-export MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 "$@"
