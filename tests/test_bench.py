@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+from pydantic import ValidationError
+
 from tests.conftest import REPO, SHARED_ARCHIVE
 
 
@@ -89,6 +92,35 @@ def test_gpu_benchmark_stops_at_its_budget(real_cifar, session_cache, tmp_path, 
     figures = json.loads(out.read_text())
     assert all(row.get("skipped") == "budget" for row in figures["per_run"])
     assert figures["study"] == {"skipped": "budget"} and figures["elapsed_s"] < 30
+
+
+def test_preset_trade_measures_each_variant_on_the_reports_best_configuration(
+    real_cifar, session_cache, tmp_path, monkeypatch, capsys
+):
+    """bench/preset_trade.py, tiny: seed48's four batch norm + Adam (lr 1e-3) runs with each
+    variant's overrides, a run a seed; an override that is no setting is refused."""
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(session_cache))
+    trade = load_bench("preset_trade")
+    configs = trade.measured_configs("seed48", "quick")
+    assert sorted((c.batch_size, c.split) for c in configs) == [(32, 0.7), (32, 0.9), (64, 0.7),
+                                                               (64, 0.9)]  # fmt: skip
+    tiny = "width=0.0625, max_train_images=200, train_eval_images=0, max_epochs="
+    out = tmp_path / "trade.json"
+    rows = trade.main(["--data", str(SHARED_ARCHIVE), "--seeds", "0", "--no-amp", "--json",
+                       str(out), "--variant", tiny + "1", "--variant", tiny + "2"])  # fmt: skip
+    assert json.loads(out.read_text()) == rows
+    assert [row["overrides"]["max_epochs"] for row in rows] == [1, 2]
+    assert [row["epochs_trained"] for row in rows] == [[1] * 4, [2] * 4]  # the overrides trained
+    assert rows[0]["overrides"]["width"] == 0.0625  # read as TOML: a float, not a string
+    for row in rows:
+        assert len(row["test_accuracy"]) == 4 and row["train_seconds"] > 0  # 4 configs, 1 seed
+        assert row["min"] <= row["mean"] <= row["max"] and 0 <= row["min"] <= row["max"] <= 100
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(tiny + "1: test accuracy ") and "(mean " in printed[0]
+    with pytest.raises(ValidationError, match="widht"):
+        trade.measure(configs[:1], trade.parse_variant("widht=0.5"), [0], False, real_cifar)
+    with pytest.raises(SystemExit, match="not NAME=VALUE"):
+        trade.parse_variant("width")
 
 
 def test_the_gpu_study_trains_with_the_fastest_step_of_one_run():
