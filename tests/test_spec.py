@@ -38,6 +38,15 @@ def test_presets_and_names():
     assert quick.name == "seed48-quick"
     assert {r.config.width for r in quick.runs()} == {0.25}
     assert [r.run_id for r in quick.runs()] != [r.run_id for r in load_study("seed48").runs()]
+    # lite, the main job: the same 48 configurations in the same order at half quick's work,
+    # stored apart (other ids, another folder), so that a stored seed48-quick study stays as it is.
+    lite = load_study("seed48", "lite")
+    assert lite.name == "seed48-lite"
+    assert [r.label for r in lite.runs()] == [r.label for r in quick.runs()]
+    settings = {(c.width, c.max_train_images, c.max_epochs, c.patience, c.train_eval_images)
+                for c in (r.config for r in lite.runs())}  # fmt: skip
+    assert settings == {(0.125, 8000, 4, 2, 1000)}
+    assert not {r.run_id for r in lite.runs()} & {r.run_id for r in quick.runs()}
     assert len(load_study("seed48-holdout").runs()) == 144
     assert {"seed48", "seed48-holdout"} <= set(builtin_specs())
 
@@ -94,7 +103,7 @@ def test_unknown_builtin_lists_them_and_unknown_preset(capsys):
         ConfigError, match=r"unknown study .seed49.*built-in studies: future, seed48"
     ):
         load_study("seed49")
-    with pytest.raises(ConfigError, match="has no preset 'tiny'; presets: full, quick"):
+    with pytest.raises(ConfigError, match="has no preset 'tiny'; presets: full, quick, lite"):
         load_study("seed48", "tiny")
     assert main(["run", "seed49"]) == 2
     assert capsys.readouterr().err.startswith("cnnsweep: error: unknown study 'seed49'")
