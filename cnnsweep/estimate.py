@@ -7,9 +7,12 @@ eval-mode probe; the test set once per run), counted at EVAL_SPEEDUP x the train
 
 The speed, per run shape (model, width, batch size, amp, compile, cuda_graph): what this
 store's finished runs of that shape trained at, else a short timed probe on the device:
-PROBE_BATCHES training steps, timed after one untimed epoch of warm-up. Several workers on one
-CPU share its cores, so on a CPU the study goes at the probe's speed; each GPU listed adds one
-probe's speed (a lower bound: runs that share a GPU overlap). Where the workers are forked from
+PROBE_BATCHES training steps, timed after one untimed epoch of warm-up. On a CPU the probe
+trains with one worker's share of the cores (``cpu_share``: W workers get cores / W torch threads
+each, as `cnnsweep run` gives them) and W workers, one a core at most, train at once: a small
+model trains on 2 cores about twice as fast as 2 workers than as one run of 2 threads. Each GPU
+listed adds one probe's speed (a lower bound: runs that share a GPU overlap). Where the workers
+are forked from
 a server (on a CPU), the probe runs in a process forked from it too: the server has imported what
 a first training step imports (TorchDynamo, about 1 s), so the command need not.
 """
@@ -17,6 +20,7 @@ a first training step imports (TorchDynamo, about 1 s), so the command need not.
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
@@ -94,6 +98,13 @@ def shape_of(config: TrainConfig) -> tuple:
             config.cuda_graph)  # fmt: skip
 
 
+def cpu_share(workers: int) -> tuple[int, int]:
+    """How `cnnsweep run` shares this machine's CPU among ``workers`` CPU workers: (torch threads
+    each, workers training at once)."""
+    cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers)), max(1, min(workers, cores))
+
+
 def estimate_study(
     study: Study,
     stored: list[RunRecord],
@@ -126,12 +137,14 @@ def estimate_study(
     speeds, sources = {}, set()
     low_images = high_images = 0.0
     low_seconds = high_seconds = 0.0
-    parallel = 1 if on_cpu else len({str(d) for d in devices})
+    # On a CPU, as `cnnsweep run` starts them: no more workers than runs to do.
+    threads, parallel = (cpu_share(min(workers, len(configs))) if on_cpu
+                         else (None, len({str(d) for d in devices})))  # fmt: skip
     for config in configs:
         key = shape_of(config)
         if key not in speeds:
             rates = stored_rates.get(key, [])
-            speeds[key], source = _speed(config, rates, data, devices[0], context)
+            speeds[key], source = _speed(config, rates, data, devices[0], context, threads)
             sources.add(source)
         if speeds[key] is None:  # the probe failed: a run of this shape will fail the same way
             continue
@@ -182,25 +195,25 @@ def _stored_rates(finished: list[RunRecord]) -> dict[tuple, list[float]]:
 
 def _speed(
     config: TrainConfig, rates: list[float], data: ImageDataset, device: torch.device,
-    context: BaseContext | None,
+    context: BaseContext | None, threads: int | None,
 ) -> tuple[float | None, str]:  # fmt: skip
-    """Training images/s for runs of this shape: as this store's finished runs of that shape
-    trained (``rates``), else probed."""
+    """Training images/s of one run of this shape: as this store's finished runs of that shape
+    trained (``rates``), else probed with ``threads`` torch threads (None: as they are)."""
     if rates:
         return sum(rates) / len(rates), f"as {len(rates)} finished runs trained"
     try:
-        return probe_speed(config, data, device, context), "measured by a probe"
+        return probe_speed(config, data, device, context, threads), "measured by a probe"
     except Exception as exc:  # such a run fails in the study too, and is recorded there
         return None, f"the probe failed: {type(exc).__name__}: {exc}"
 
 
 def probe_speed(
     config: TrainConfig, data: ImageDataset, device: torch.device,
-    context: BaseContext | None = None,
+    context: BaseContext | None = None, threads: int | None = None,
 ) -> float:  # fmt: skip
     """Images/s of a few training steps of this run's model at its batch size: two epochs of
-    PROBE_BATCHES batches on a small subset, the second timed; in a process forked from the
-    workers' server where ``context`` is one."""
+    PROBE_BATCHES batches on a small subset, the second timed, with ``threads`` torch threads
+    (None: as they are); in a process forked from the workers' server where ``context`` is one."""
     # A 90/10 holdout of PROBE_BATCHES batches' worth of images, or of all there are.
     images = min(len(data.train_labels), math.ceil(PROBE_BATCHES * config.batch_size / 0.9))
     tests = min(len(data.test_labels), config.batch_size)
@@ -210,14 +223,20 @@ def probe_speed(
         "restore_best": False,
     })  # fmt: skip
     if context is None or context.get_start_method() != "forkserver":
-        return _probe(probe, data, str(device))
+        return _probe(probe, data, str(device), threads)
     sample = data.subset(images, tests)  # what the probe trains on: all it needs sent
     with ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(_probe, probe, sample, str(device)).result()
+        return pool.submit(_probe, probe, sample, str(device), threads).result()
 
 
-def _probe(probe: TrainConfig, data: ImageDataset, device: str) -> float:
+def _probe(probe: TrainConfig, data: ImageDataset, device: str, threads: int | None) -> float:
     from cnnsweep.train import train
 
-    result = train(probe, data, torch.device(device))
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)  # a worker's share; given back below when run in process
+    try:
+        result = train(probe, data, torch.device(device))
+    finally:
+        torch.set_num_threads(before)
     return result.history[-1].images_per_second

@@ -23,7 +23,7 @@ from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.cache import save_cached
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
-from cnnsweep.estimate import StudyEstimate, estimate_study
+from cnnsweep.estimate import StudyEstimate, cpu_share, estimate_study
 from cnnsweep.frame import results_frame, study_data, write_table
 from cnnsweep.identity import IDENTITY_VERSION, OUTSIDE_IDENTITY
 from cnnsweep.launch import start_worker_server
@@ -215,7 +215,7 @@ def run_study(
 
     placements = [str(resolved[i % len(resolved)]) for i in range(workers)]
     on_cpu = max(1, placements.count("cpu"))
-    threads = max(1, (os.cpu_count() or 1) // on_cpu)
+    threads = cpu_share(on_cpu)[0]
     worker_options = [
         replace(base, device=device, threads=threads if device == "cpu" else None)
         for device in placements

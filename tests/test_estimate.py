@@ -2,6 +2,7 @@
 time, the warning for the report's full scale on a CPU, and the question only a terminal asks."""
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from cnnsweep import cli
 from cnnsweep import estimate as estimate_module
 from cnnsweep.cli import NotStarted, _show_estimate, main
 from cnnsweep.data import load_data
-from cnnsweep.estimate import StudyEstimate, duration
+from cnnsweep.estimate import STUDY_OVERHEAD_S, StudyEstimate, duration
 from cnnsweep.runner import existing_store, run_study, study_estimate
 from cnnsweep.spec import load_study
 from tests.conftest import SHARED_ARCHIVE
@@ -51,8 +52,16 @@ def test_the_estimate_is_within_2x_of_a_real_studys_wall_time(tiny_spec, tmp_pat
     # A second seed: four runs to do, at the speed the four finished ones trained (no probe).
     grown = load_study(str(tiny_spec(name="timed", epochs=3, seeds=2)))
     store = existing_store(grown, None)
-    estimate = study_estimate(grown, store, load_data(grown.spec.data), [torch.device("cpu")], 2)
+    data, cpu = load_data(grown.spec.data), [torch.device("cpu")]
+    estimate = study_estimate(grown, store, data, cpu, 2)
     assert estimate.runs == 4 and estimate.speed_source == "as 4 finished runs trained"
+    # Each stored rate is one worker's: two workers on two cores train at twice it (the share of
+    # each run's overhead halves too), one worker at it.
+    alone = study_estimate(grown, store, data, cpu, 1)
+    together = min(2, os.cpu_count() or 1)
+    for low_or_high in (0, 1):
+        training = [e.seconds[low_or_high] - STUDY_OVERHEAD_S for e in (alone, estimate)]
+        assert training[0] == pytest.approx(together * training[1], rel=1e-9)
 
 
 def test_a_probe_forked_from_the_workers_server_measures_what_one_in_process_does(bars_folder):
@@ -63,7 +72,9 @@ def test_a_probe_forked_from_the_workers_server_measures_what_one_in_process_doe
 
     config, data, cpu = make_config(width=0.0625), load_data(bars_folder), torch.device("cpu")
     forked = estimate_module.probe_speed(config, data, cpu, start_worker_server(["cpu"]))
-    here = estimate_module.probe_speed(config, data, cpu)
+    threads = torch.get_num_threads()
+    here = estimate_module.probe_speed(config, data, cpu, threads=1)  # one worker's share of 2
+    assert torch.get_num_threads() == threads  # given back
     assert forked > 0 and here > 0 and 0.2 < forked / here < 5  # one speed, give or take noise
 
 
