@@ -9,12 +9,12 @@ The speed, per run shape (model, width, batch size, amp, compile, cuda_graph): w
 store's finished runs of that shape trained at, else a short timed probe on the device:
 PROBE_BATCHES training steps, timed after one untimed epoch of warm-up. On a CPU the probe
 trains with one worker's share of the cores (``cpu_share``: W workers get cores / W torch threads
-each, as `cnnsweep run` gives them) and W workers, one a core at most, train at once: a small
-model trains on 2 cores about twice as fast as 2 workers than as one run of 2 threads. Each GPU
-listed adds one probe's speed (a lower bound: runs that share a GPU overlap). Where the workers
-are forked from
-a server (on a CPU), the probe runs in a process forked from it too: the server has imported what
-a first training step imports (TorchDynamo, about 1 s), so the command need not.
+each, as `cnnsweep run` gives them), and W workers, one a core at most, train at once: two
+one-thread workers train a small model about twice as fast as one run with two threads does.
+Each GPU listed adds one probe's speed (a lower bound: runs that share a GPU overlap). Where the
+workers are forked from a server (on a CPU), the probe runs in a process forked from it too: the
+server has imported what a first training step imports (TorchDynamo, about 1 s), so the command
+need not.
 """
 
 from __future__ import annotations
