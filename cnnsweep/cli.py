@@ -333,10 +333,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     from cnnsweep.spec import builtin_specs, load_study
 
-    for name in builtin_specs():
-        study = load_study(name)
-        presets = ", ".join(study.spec.presets) or "-"
-        print(f"{name:<16} {len(study.runs()):4d} runs  presets: {presets:<12} "
+    studies = [load_study(name) for name in builtin_specs()]
+    presets = [", ".join(study.spec.presets) or "-" for study in studies]
+    column = max(map(len, presets))  # the descriptions start in one column
+    for name, study, names in zip(builtin_specs(), studies, presets, strict=True):
+        print(f"{name:<16} {len(study.runs()):4d} runs  presets: {names:<{column}}  "
               f"{study.spec.description}")  # fmt: skip
     return 0
 
@@ -348,7 +349,7 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_study_ref(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", help="built-in study name or TOML file")
-    parser.add_argument("--preset", help="a preset of the spec (e.g. quick, full)")
+    parser.add_argument("--preset", help="a preset of the spec (e.g. lite, quick, full)")
     parser.add_argument("--study", help="the stored study's name (instead of SPEC)")
     _add_store_options(parser)
 
@@ -394,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a study to completion (resumable)")
     run.add_argument("spec", help="built-in study name (see `cnnsweep studies`) or TOML file")
-    run.add_argument("--preset", help="a preset of the spec (e.g. quick, full)")
+    run.add_argument("--preset", help="a preset of the spec (e.g. lite, quick, full)")
     _add_store_options(run)
     run.add_argument("--workers", type=int, help="local worker processes (1)")
     run.add_argument("--runs-per-device", metavar="K|auto",

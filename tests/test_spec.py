@@ -51,6 +51,17 @@ def test_presets_and_names():
     assert {"seed48", "seed48-holdout"} <= set(builtin_specs())
 
 
+def test_studies_lists_each_built_in_with_its_runs_and_presets(capsys):
+    assert main(["studies"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines}
+    assert set(rows) == set(builtin_specs())
+    assert " 48 runs  presets: full, quick, lite  The report's 48-run grid" in rows["seed48"]
+    assert " 144 runs  presets: full, quick " in rows["seed48-holdout"]
+    starts = {line.index(load_study(name).spec.description) for name, line in rows.items()}
+    assert len(starts) == 1  # the descriptions line up
+
+
 def test_run_ids_are_stable_and_depend_on_the_config():
     a = load_study("seed48").runs()
     b = load_study("seed48").runs()
