@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
 from cnnsweep.config import TrainConfig
 from cnnsweep.data import load_data
@@ -36,7 +37,10 @@ def parse_variant(text: str) -> dict:
         name, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"preset_trade: variant item {item!r} is not NAME=VALUE")
-        overrides[name.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        try:
+            overrides[name.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise SystemExit(f"preset_trade: variant item {item!r}: not a TOML value") from None
     return overrides
 
 
@@ -84,10 +88,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(args.threads)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     configs = measured_configs(args.study, args.preset)
+    variants = [(text, parse_variant(text)) for text in args.variant or [""]]
+    for text, overrides in variants:  # every variant checked before hours of training start
+        try:
+            TrainConfig(**{**configs[0].model_dump(), **overrides})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            parser.error(f"variant {text!r}: {error['loc'][0]}: {error['msg']}")
     data = load_data(args.data, progress=False)
     rows = []
-    for text in args.variant or [""]:
-        row = measure(configs, parse_variant(text), seeds, args.amp, data)
+    for text, overrides in variants:
+        row = measure(configs, overrides, seeds, args.amp, data)
         rows.append(row)
         label = text or f"{args.preset} as it is"
         print(f"{label}: test accuracy {row['min']:.2f}-{row['max']:.2f}% (mean {row['mean']:.2f},"

@@ -122,6 +122,14 @@ def test_preset_trade_measures_each_variant_on_the_reports_best_configuration(
         trade.measure(configs[:1], trade.parse_variant("widht=0.5"), [0], False, real_cifar)
     with pytest.raises(SystemExit, match="not NAME=VALUE"):
         trade.parse_variant("width")
+    with pytest.raises(SystemExit, match="'width=a quarter': not a TOML value"):
+        trade.parse_variant("width=a quarter")
+    # From the command line: one line naming the variant and the setting, before any training.
+    with pytest.raises(SystemExit) as exit_info:
+        trade.main(["--data", str(SHARED_ARCHIVE), "--variant", "", "--variant", "width=-1"])
+    assert exit_info.value.code == 2
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.endswith("error: variant 'width=-1': width: Input should be greater than 0")
 
 
 def test_the_gpu_study_trains_with_the_fastest_step_of_one_run():
