@@ -52,15 +52,19 @@ def measured_configs(study: str, preset: str) -> list[TrainConfig]:
     ]  # fmt: skip
 
 
+def varied(config: TrainConfig, overrides: dict, **more) -> TrainConfig:
+    """``config`` with the overrides, validated as a stored config is: a misspelt or
+    out-of-range setting is refused (pydantic's ValidationError)."""
+    return TrainConfig(**{**config.model_dump(), **overrides, **more})
+
+
 def measure(configs: list[TrainConfig], overrides: dict, seeds: list[int], amp: bool,
             data) -> dict:  # fmt: skip
     accuracies, epochs, seconds = [], [], 0.0
     for config in configs:
         for seed in seeds:
-            # Validated as a stored config is: a misspelt or out-of-range override is refused.
-            varied = TrainConfig(**{**config.model_dump(), **overrides, "seed": seed, "amp": amp})
             start = time.perf_counter()
-            result = train(varied, data, "cpu")
+            result = train(varied(config, overrides, seed=seed, amp=amp), data, "cpu")
             seconds += time.perf_counter() - start
             accuracies.append(round(result.test_accuracy, 2))
             epochs.append(result.epochs_trained)
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     variants = [(text, parse_variant(text)) for text in args.variant or [""]]
     for text, overrides in variants:  # every variant checked before hours of training start
         try:
-            TrainConfig(**{**configs[0].model_dump(), **overrides})
+            varied(configs[0], overrides)
         except ValidationError as exc:
             error = exc.errors()[0]
             parser.error(f"variant {text!r}: {error['loc'][0]}: {error['msg']}")
