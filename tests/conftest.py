@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import signal
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,16 @@ def private_cache(tmp_path_factory, monkeypatch) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("CNNSWEEP_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """A Ctrl-C (SIGINT) to this process raises KeyboardInterrupt during the test, as at a
+    terminal. A suite started in the background of a script inherits SIGINT ignored, and Python
+    then installs no handler for it: a test's own Ctrl-C would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

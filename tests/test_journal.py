@@ -66,7 +66,9 @@ def test_a_lock_left_by_a_killed_writer_is_broken_after_its_grace(tmp_path, monk
 
 
 @pytest.mark.parametrize("lock", ["journal", "enqueue"])
-def test_a_ctrl_c_as_a_lock_is_taken_leaves_no_lock_behind(lock, tmp_path, monkeypatch):
+def test_a_ctrl_c_as_a_lock_is_taken_leaves_no_lock_behind(
+    lock, tmp_path, monkeypatch, ctrl_c_raises
+):
     """A Ctrl-C that arrives just after a lock's file is made (before Optuna's code would reach
     the try that removes it) is delivered once the lock is given up: the lock is not left for
     every other process to wait out its grace (10 s; the enqueue lock's 60 s). An append it

@@ -220,7 +220,7 @@ def test_a_retry_keeps_the_runs_optuna_parameters(store_url):
 
 @pytest.mark.parametrize("moment", ["claim", "finish", "fail"])
 def test_a_ctrl_c_inside_a_runs_change_of_state_waits_for_the_whole_change(
-    moment, store_url, monkeypatch
+    moment, store_url, monkeypatch, ctrl_c_raises
 ):
     """An interrupt in the middle of a run's change of state is delivered after the whole change:
     - claim: between "running" and the worker's name (its worker could not put it back; it
