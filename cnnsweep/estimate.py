@@ -98,10 +98,18 @@ def shape_of(config: TrainConfig) -> tuple:
             config.cuda_graph)  # fmt: skip
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity (taskset, a container's cpuset), which may
+    be fewer than the machine's ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cpu_share(workers: int) -> tuple[int, int]:
-    """How `cnnsweep run` shares this machine's CPU among ``workers`` CPU workers: (torch threads
-    each, workers training at once)."""
-    cores = os.cpu_count() or 1
+    """How `cnnsweep run` shares the CPUs it may use among ``workers`` CPU workers: (torch
+    threads each, workers training at once)."""
+    cores = usable_cores()
     return max(1, cores // max(1, workers)), max(1, min(workers, cores))
 
 

@@ -23,7 +23,7 @@ from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.cache import save_cached
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
-from cnnsweep.estimate import StudyEstimate, cpu_share, estimate_study
+from cnnsweep.estimate import StudyEstimate, cpu_share, estimate_study, usable_cores
 from cnnsweep.frame import results_frame, study_data, write_table
 from cnnsweep.identity import IDENTITY_VERSION, OUTSIDE_IDENTITY
 from cnnsweep.launch import start_worker_server
@@ -275,7 +275,7 @@ def auto_runs_per_device(study: Study, data: ImageDataset, device: torch.device)
         limit = MAX_AUTO_RUNS
     else:
         free = available_memory()
-        limit = min(MAX_AUTO_RUNS, os.cpu_count() or 1)
+        limit = min(MAX_AUTO_RUNS, usable_cores())
     return max(1, min(limit, int(0.9 * free // per_run)))
 
 

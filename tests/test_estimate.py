@@ -15,7 +15,7 @@ from cnnsweep import cli
 from cnnsweep import estimate as estimate_module
 from cnnsweep.cli import NotStarted, _show_estimate, main
 from cnnsweep.data import load_data
-from cnnsweep.estimate import STUDY_OVERHEAD_S, StudyEstimate, duration
+from cnnsweep.estimate import STUDY_OVERHEAD_S, StudyEstimate, cpu_share, duration, usable_cores
 from cnnsweep.runner import existing_store, run_study, study_estimate
 from cnnsweep.spec import load_study
 from tests.conftest import SHARED_ARCHIVE
@@ -58,9 +58,26 @@ def test_the_estimate_is_within_2x_of_a_real_studys_wall_time(tiny_spec, tmp_pat
     # Each stored rate is one worker's: two workers on two cores train at twice it (the share of
     # each run's overhead halves too), one worker at it.
     alone = study_estimate(grown, store, data, cpu, 1)
-    for low_or_high in (0, 1) if (os.cpu_count() or 1) >= 2 else ():
+    for low_or_high in (0, 1) if usable_cores() >= 2 else ():
         training = [e.seconds[low_or_high] - STUDY_OVERHEAD_S for e in (alone, estimate)]
         assert training[0] == pytest.approx(2 * training[1], rel=1e-9)
+
+
+def test_the_cpus_shared_are_those_the_command_may_run_on():
+    """Held to one CPU (taskset, a container's cpuset), two workers take turns on it: each
+    trains on one thread and the estimate counts one training at a time, whatever the machine's
+    os.cpu_count() says. Held so, the lite main job's estimate said 2 min 52 s and it took 5 min
+    48 s."""
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})  # this thread only, as taskset -c N would
+        assert usable_cores() == 1
+        assert cpu_share(2) == (1, 1) and cpu_share(1) == (1, 1)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert usable_cores() == len(allowed)
+    if len(allowed) >= 2:
+        assert cpu_share(2) == (len(allowed) // 2, 2) and cpu_share(1) == (len(allowed), 1)
 
 
 def test_a_probe_forked_from_the_workers_server_measures_what_one_in_process_does(bars_folder):
