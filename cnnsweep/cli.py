@@ -349,7 +349,7 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_study_ref(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", help="built-in study name or TOML file")
-    parser.add_argument("--preset", help="a preset of the spec (e.g. lite, quick, full)")
+    parser.add_argument("--preset", help="a preset of the spec (e.g. cpu, quick, full)")
     parser.add_argument("--study", help="the stored study's name (instead of SPEC)")
     _add_store_options(parser)
 
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a study to completion (resumable)")
     run.add_argument("spec", help="built-in study name (see `cnnsweep studies`) or TOML file")
-    run.add_argument("--preset", help="a preset of the spec (e.g. lite, quick, full)")
+    run.add_argument("--preset", help="a preset of the spec (e.g. cpu, quick, full)")
     _add_store_options(run)
     run.add_argument("--workers", type=int, help="local worker processes (1)")
     run.add_argument("--runs-per-device", metavar="K|auto",

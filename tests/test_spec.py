@@ -47,6 +47,14 @@ def test_presets_and_names():
                 for c in (r.config for r in lite.runs())}  # fmt: skip
     assert settings == {(0.125, 8000, 4, 2, 1000)}
     assert not {r.run_id for r in lite.runs()} & {r.run_id for r in quick.runs()}
+    # cpu, the main job since 0.7.4: the same configurations again, lighter still, stored apart.
+    cpu = load_study("seed48", "cpu")
+    assert cpu.name == "seed48-cpu"
+    assert [r.label for r in cpu.runs()] == [r.label for r in quick.runs()]
+    settings = {(c.width, c.max_train_images, c.max_epochs, c.patience, c.train_eval_images)
+                for c in (r.config for r in cpu.runs())}  # fmt: skip
+    assert settings == {(0.125, 10000, 3, 2, 500)}
+    assert not {r.run_id for r in cpu.runs()} & {r.run_id for r in [*lite.runs(), *quick.runs()]}
     assert len(load_study("seed48-holdout").runs()) == 144
     assert {"seed48", "seed48-holdout"} <= set(builtin_specs())
 
@@ -56,7 +64,7 @@ def test_studies_lists_each_built_in_with_its_runs_and_presets(capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line for line in lines}
     assert set(rows) == set(builtin_specs())
-    assert " 48 runs  presets: full, quick, lite  The report's 48-run grid" in rows["seed48"]
+    assert " 48 runs  presets: full, quick, lite, cpu  The report's 48-run grid" in rows["seed48"]
     assert " 144 runs  presets: full, quick " in rows["seed48-holdout"]
     starts = {line.index(load_study(name).spec.description) for name, line in rows.items()}
     assert len(starts) == 1  # the descriptions line up
@@ -114,7 +122,7 @@ def test_unknown_builtin_lists_them_and_unknown_preset(capsys):
         ConfigError, match=r"unknown study .seed49.*built-in studies: future, seed48"
     ):
         load_study("seed49")
-    with pytest.raises(ConfigError, match="has no preset 'tiny'; presets: full, quick, lite"):
+    with pytest.raises(ConfigError, match="has no preset 'tiny'; presets: full, quick, lite, cpu"):
         load_study("seed48", "tiny")
     assert main(["run", "seed49"]) == 2
     assert capsys.readouterr().err.startswith("cnnsweep: error: unknown study 'seed49'")
