@@ -38,23 +38,21 @@ def test_presets_and_names():
     assert quick.name == "seed48-quick"
     assert {r.config.width for r in quick.runs()} == {0.25}
     assert [r.run_id for r in quick.runs()] != [r.run_id for r in load_study("seed48").runs()]
-    # lite, the main job: the same 48 configurations in the same order at half quick's work,
-    # stored apart (other ids, another folder), so that a stored seed48-quick study stays as it is.
-    lite = load_study("seed48", "lite")
-    assert lite.name == "seed48-lite"
-    assert [r.label for r in lite.runs()] == [r.label for r in quick.runs()]
-    settings = {(c.width, c.max_train_images, c.max_epochs, c.patience, c.train_eval_images)
-                for c in (r.config for r in lite.runs())}  # fmt: skip
-    assert settings == {(0.125, 8000, 4, 2, 1000)}
-    assert not {r.run_id for r in lite.runs()} & {r.run_id for r in quick.runs()}
-    # cpu, the main job since 0.7.4: the same configurations again, lighter still, stored apart.
-    cpu = load_study("seed48", "cpu")
-    assert cpu.name == "seed48-cpu"
-    assert [r.label for r in cpu.runs()] == [r.label for r in quick.runs()]
-    settings = {(c.width, c.max_train_images, c.max_epochs, c.patience, c.train_eval_images)
-                for c in (r.config for r in cpu.runs())}  # fmt: skip
-    assert settings == {(0.125, 10000, 3, 2, 500)}
-    assert not {r.run_id for r in cpu.runs()} & {r.run_id for r in [*lite.runs(), *quick.runs()]}
+    # lite (the main job in 0.7.3) and cpu (since 0.7.4): the same 48 configurations in the same
+    # order at less work, each stored apart (other ids, another folder), so that a stored study
+    # of an earlier preset stays as it is.
+    taken = {r.run_id for r in quick.runs()}
+    lighter = {"lite": (0.125, 8000, 4, 2, 1000), "cpu": (0.125, 10000, 3, 2, 500)}
+    for preset, settings in lighter.items():
+        study = load_study("seed48", preset)
+        assert study.name == f"seed48-{preset}"
+        assert [r.label for r in study.runs()] == [r.label for r in quick.runs()]
+        configs = [r.config for r in study.runs()]
+        assert {(c.width, c.max_train_images, c.max_epochs, c.patience, c.train_eval_images)
+                for c in configs} == {settings}  # fmt: skip
+        ids = {r.run_id for r in study.runs()}
+        assert not ids & taken, preset
+        taken |= ids
     assert len(load_study("seed48-holdout").runs()) == 144
     assert {"seed48", "seed48-holdout"} <= set(builtin_specs())
 
