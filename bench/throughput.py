@@ -9,7 +9,9 @@
 Both train the report's AlexNet with batch norm, Adam (lr 1e-3), batch 64, on the same training
 images, for two epochs; the second epoch is timed (the first warms allocators and caches). With
 ``--epochs E`` each trains E epochs and its fastest after the first counts, as timeit's best of
-repeats does: a short epoch on a busy machine can lose half its speed to another process.
+repeats does: a short epoch on a busy machine can lose half its speed to another process. The two
+sides' epochs alternate (cnnsweep's, then the report loop's, and again), so that a busy spell of
+the machine slows both sides rather than one.
 
     python bench/throughput.py --data ../shared/data/cifar10-jpeg.tar.xz
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import math
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,18 +67,21 @@ class ReportTransformDataset(Dataset):
         return (tensor - self.mean) / self.std, int(self.labels[index])  # Normalize
 
 
-def report_loop_images_per_second(
-    images, labels, device, width: float, seed: int, batch_size: int = BATCH, epochs: int = 2
-) -> float:
-    """The fastest epoch after the first, in training images/s."""
-    torch.manual_seed(seed)
+def report_loop_epochs(
+    images, labels, device, width: float, seed: int, batch_size: int = BATCH
+) -> Iterator[float]:
+    """The report's loop, one epoch a ``next()``: that epoch's training images/s. Its random
+    streams are its own (model initialisation, shuffling), so that it may run between the
+    epochs of another run without changing that run."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = create_model("alexnet", batch_norm=True, width=width).to(device)
     dataset = ReportTransformDataset(images, labels)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    model = create_model("alexnet", batch_norm=True, width=width).to(device)
+    shuffle = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=shuffle)
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.Adam(model.parameters(), lr=1e-3)
-    rates = []
-    for epoch in range(1, epochs + 1):
+    for epoch in itertools.count(1):
         model.train()
         correct, total, epoch_loss = 0, 0, 0.0
         start = time.perf_counter()
@@ -91,14 +98,22 @@ def report_loop_images_per_second(
             _, predicted = outputs.max(1)
             total += targets.size(0)
             correct += predicted.eq(targets).sum().item()
-        rates.append(len(labels) / (time.perf_counter() - start))
-    return max(rates[1:])
+        yield len(labels) / (time.perf_counter() - start)
+
+
+def report_loop_images_per_second(
+    images, labels, device, width: float, seed: int, batch_size: int = BATCH, epochs: int = 2
+) -> float:
+    """The fastest epoch after the first, in training images/s."""
+    epochs_run = report_loop_epochs(images, labels, device, width, seed, batch_size)
+    return max(itertools.islice(epochs_run, 1, epochs))
 
 
 def cnnsweep_images_per_second(
-    data, device, width: float, subset: int, seed: int, epochs: int = 2
+    data, device, width: float, subset: int, seed: int, epochs: int = 2, after_epoch=None
 ) -> float:
-    """The fastest epoch after the first, in training images/s."""
+    """The fastest epoch after the first, in training images/s; ``after_epoch()`` runs after each
+    epoch, outside its timing."""
     config = make_config(
         batch_norm=True,
         optimizer="adam",
@@ -112,7 +127,8 @@ def cnnsweep_images_per_second(
         patience=epochs,
         seed=seed,
     )
-    result = train(config, data, device)
+    on_epoch = (lambda _metrics: after_epoch()) if after_epoch else None
+    result = train(config, data, device, on_epoch=on_epoch)
     return max(metrics.images_per_second for metrics in result.history[1:])
 
 
@@ -136,9 +152,17 @@ def main(argv: list[str] | None = None) -> None:
     train_idx, _ = split_indices(len(sample.train_labels), SPLIT, args.seed)
     images, labels = sample.train_images[train_idx], sample.train_labels[train_idx]
 
-    reference = report_loop_images_per_second(images, labels, device, args.width, args.seed,
-                                              epochs=args.epochs)  # fmt: skip
-    ours = cnnsweep_images_per_second(data, device, args.width, subset, args.seed, args.epochs)
+    # An epoch of the report's loop after each of cnnsweep's: a busy spell slows both sides.
+    report_epochs = report_loop_epochs(images, labels, device, args.width, args.seed)
+    reference_rates: list[float] = []
+
+    def report_epoch() -> None:
+        reference_rates.append(next(report_epochs))
+
+    ours = cnnsweep_images_per_second(
+        data, device, args.width, subset, args.seed, args.epochs, report_epoch
+    )
+    reference = max(reference_rates[1:])
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"

@@ -27,20 +27,23 @@ def test_throughput_benchmark_prints_both_figures_and_their_ratio(
     monkeypatch.setenv("CNNSWEEP_CACHE", str(session_cache))
     out = tmp_path / "figures.json"
     args = ["--data", str(SHARED_ARCHIVE), "--width", "0.125", "--images", "1024",
-            "--epochs", "3", "--device", "cpu", "--json", str(out)]  # fmt: skip
+            "--epochs", "4", "--device", "cpu", "--json", str(out)]  # fmt: skip
     load_bench("throughput").main(args)
     printed = capsys.readouterr().out
-    assert "report loop" in printed and "ratio" in printed and "fastest of epochs 2-3" in printed
+    assert "report loop" in printed and "ratio" in printed and "fastest of epochs 2-4" in printed
     figures = json.loads(out.read_text())
-    assert figures["train_images"] == 1024 and figures["epochs"] == 3
+    assert figures["train_images"] == 1024 and figures["epochs"] == 4
     assert figures["report_loop_img_per_s"] > 0 and figures["cnnsweep_img_per_s"] > 0
     ratio = figures["cnnsweep_img_per_s"] / figures["report_loop_img_per_s"]
     assert abs(figures["ratio"] - ratio) < 0.01
     # Device-resident data and one whole-epoch transform beat the report's per-image loop even
     # at this small width, where the per-image Python cost weighs most. 1,024 images: with 512
     # (epochs of a third of a second) the ratio once came out at 0.98 in the suite on the
-    # simulated AVX2 CPU, where it is 1.6-2.2 measured alone. The best of two timed epochs a
-    # side: with one, it once came out at 0.79 there (an epoch that lost half its speed).
+    # simulated AVX2 CPU, where it is 1.6-2.2 measured alone. The best of three timed epochs a
+    # side, the sides' epochs alternating: with one, it once came out at 0.79 there (an epoch
+    # that lost half its speed); with the best of two, not alternating, under 1 once in 14 runs.
+    # Alternating, the best of two gave 1.22-1.99 over six runs there, the cnnsweep side's rate
+    # varying 1.5x between runs.
     assert ratio > 1, figures
 
 
