@@ -11,6 +11,7 @@ PROBE_BATCHES training steps, timed after one untimed epoch of warm-up. On a CPU
 trains with one worker's share of the cores (``cpu_share``: W workers get cores / W torch threads
 each, as `cnnsweep run` gives them), and W workers, one a core at most, train at once: two
 one-thread workers train a small model about twice as fast as one run with two threads does.
+The cores are those the command may run on (its affinity), hyperthreads of one core counted once.
 Each GPU listed adds one probe's speed (a lower bound: runs that share a GPU overlap). Where the
 workers are forked from a server (on a CPU), the probe runs in a process forked from it too: the
 server has imported what a first training step imports (TorchDynamo, about 1 s), so the command
@@ -24,6 +25,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
+from pathlib import Path
 
 import torch
 
@@ -38,6 +40,7 @@ EVAL_SPEEDUP = 3.0  # evaluation is a forward pass only, at a larger batch: ~3x 
 RUN_OVERHEAD_S = 0.5  # per run: building the model, preflight, the store's writes (seconds)
 STUDY_OVERHEAD_S = 3.0  # per study: starting the workers, writing the report (seconds)
 LONG_ON_CPU_S = 3600.0  # above this on a CPU, say so and name the faster options
+SYSFS_CPUS = Path("/sys/devices/system/cpu")  # Linux: each CPU's topology (its hyperthreads)
 
 
 @dataclass(frozen=True)
@@ -98,19 +101,38 @@ def shape_of(config: TrainConfig) -> tuple:
             config.cuda_graph)  # fmt: skip
 
 
+def _usable_cpus() -> set[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
+
+
 def usable_cores() -> int:
     """The CPUs this process may run on: its affinity (taskset, a container's cpuset), which may
     be fewer than the machine's ``os.cpu_count()``."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return len(_usable_cpus())
 
 
-def cpu_share(workers: int) -> tuple[int, int]:
+def physical_cores(cpus: set[int], sysfs: Path = SYSFS_CPUS) -> int:
+    """The distinct cores among ``cpus``: two hyperthreads of one core share its arithmetic
+    units, and training is bound by them. Where the topology cannot be read, every CPU counts
+    as a core."""
+    cores = set()
+    for cpu in cpus:
+        try:
+            cores.add((sysfs / f"cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            return len(cpus)
+    return len(cores)
+
+
+def cpu_share(workers: int, sysfs: Path = SYSFS_CPUS) -> tuple[int, int]:
     """How `cnnsweep run` shares the CPUs it may use among ``workers`` CPU workers: (torch
-    threads each, workers training at once)."""
-    cores = usable_cores()
-    return max(1, cores // max(1, workers)), max(1, min(workers, cores))
+    threads each, workers training at once). Workers on two hyperthreads of one core take turns
+    at its arithmetic: they count as one training at a time."""
+    cpus = _usable_cpus()
+    threads = max(1, len(cpus) // max(1, workers))
+    return threads, max(1, min(workers, physical_cores(cpus, sysfs)))
 
 
 def estimate_study(

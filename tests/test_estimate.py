@@ -15,7 +15,14 @@ from cnnsweep import cli
 from cnnsweep import estimate as estimate_module
 from cnnsweep.cli import NotStarted, _show_estimate, main
 from cnnsweep.data import load_data
-from cnnsweep.estimate import STUDY_OVERHEAD_S, StudyEstimate, cpu_share, duration, usable_cores
+from cnnsweep.estimate import (
+    STUDY_OVERHEAD_S,
+    StudyEstimate,
+    cpu_share,
+    duration,
+    physical_cores,
+    usable_cores,
+)
 from cnnsweep.runner import existing_store, run_study, study_estimate
 from cnnsweep.spec import load_study
 from tests.conftest import SHARED_ARCHIVE
@@ -58,7 +65,7 @@ def test_the_estimate_is_within_2x_of_a_real_studys_wall_time(tiny_spec, tmp_pat
     # Each stored rate is one worker's: two workers on two cores train at twice it (the share of
     # each run's overhead halves too), one worker at it.
     alone = study_estimate(grown, store, data, cpu, 1)
-    for low_or_high in (0, 1) if usable_cores() >= 2 else ():
+    for low_or_high in (0, 1) if physical_cores(os.sched_getaffinity(0)) >= 2 else ():
         training = [e.seconds[low_or_high] - STUDY_OVERHEAD_S for e in (alone, estimate)]
         assert training[0] == pytest.approx(2 * training[1], rel=1e-9)
 
@@ -76,8 +83,32 @@ def test_the_cpus_shared_are_those_the_command_may_run_on():
     finally:
         os.sched_setaffinity(0, allowed)
     assert usable_cores() == len(allowed)
-    if len(allowed) >= 2:
+    if len(allowed) >= 2 and physical_cores(allowed) >= 2:
         assert cpu_share(2) == (len(allowed) // 2, 2) and cpu_share(1) == (len(allowed), 1)
+
+
+def write_topology(sysfs, siblings: dict[int, str]) -> None:
+    """A Linux sysfs CPU tree: each CPU's hyperthread siblings, as the kernel lists them."""
+    for cpu, listed in siblings.items():
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "thread_siblings_list").write_text(f"{listed}\n")
+
+
+def test_hyperthreads_of_one_core_count_as_one_training_at_a_time(tmp_path):
+    """Two workers on the two hyperthreads of one core take turns at its arithmetic: each still
+    trains on a thread of its own, but the estimate counts one training at a time."""
+    assert physical_cores({0, 1, 2, 3}, tmp_path / "absent") == 4  # no topology: a CPU a core
+    write_topology(tmp_path / "smt", {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"})
+    assert physical_cores({0, 1, 2, 3}, tmp_path / "smt") == 2
+    assert physical_cores({0, 2}, tmp_path / "smt") == 1
+    allowed = os.sched_getaffinity(0)
+    write_topology(tmp_path / "one-core", {cpu: "all of them" for cpu in allowed})
+    assert cpu_share(2, tmp_path / "one-core") == (max(1, len(allowed) // 2), 1)
+    write_topology(tmp_path / "cores", {cpu: str(cpu) for cpu in allowed})
+    assert cpu_share(2, tmp_path / "cores") == (max(1, len(allowed) // 2), min(2, len(allowed)))
+    # This machine's own topology: never more cores than CPUs.
+    assert 1 <= physical_cores(allowed) <= len(allowed)
 
 
 def test_a_probe_forked_from_the_workers_server_measures_what_one_in_process_does(bars_folder):
