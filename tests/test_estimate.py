@@ -103,7 +103,8 @@ def test_hyperthreads_of_one_core_count_as_one_training_at_a_time(tmp_path):
     assert physical_cores({0, 1, 2, 3}, tmp_path / "smt") == 2
     assert physical_cores({0, 2}, tmp_path / "smt") == 1
     allowed = os.sched_getaffinity(0)
-    write_topology(tmp_path / "one-core", {cpu: "all of them" for cpu in allowed})
+    one_core = ",".join(str(cpu) for cpu in sorted(allowed))  # every CPU a thread of one core
+    write_topology(tmp_path / "one-core", {cpu: one_core for cpu in allowed})
     assert cpu_share(2, tmp_path / "one-core") == (max(1, len(allowed) // 2), 1)
     write_topology(tmp_path / "cores", {cpu: str(cpu) for cpu in allowed})
     assert cpu_share(2, tmp_path / "cores") == (max(1, len(allowed) // 2), min(2, len(allowed)))
