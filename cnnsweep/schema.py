@@ -72,6 +72,15 @@ def epoch_key(epoch: int) -> str:
     return f"{EPOCH_PREFIX}{epoch:05d}"
 
 
+def intermediate_value(epoch: dict[str, Any]) -> float | None:
+    """An epoch's value for Optuna (its dashboard's curves, a pruner's input): the validation
+    accuracy, or under the seed protocol (no validation) the training one; None for NaN."""
+    value = epoch.get("val_accuracy")
+    if value is None:
+        value = epoch.get("train_accuracy")
+    return None if value is None or value != value else float(value)
+
+
 def level_label(value: Any) -> Any:
     """A grid value as its level: scalars as they are, a bundle of settings by the keys it turns
     on (``{batch_norm = true, dropout = false}`` -> ``"batch_norm"``). Levels are what the report

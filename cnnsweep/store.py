@@ -40,7 +40,14 @@ from cnnsweep.errors import CnnsweepError
 from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
 from cnnsweep.interrupts import interrupts_deferred
 from cnnsweep.journal import CheckedJournalStorage, open_journal
-from cnnsweep.schema import ENQUEUED_ATTRS, EPOCH_PREFIX, Attr, RunState, epoch_key
+from cnnsweep.schema import (
+    ENQUEUED_ATTRS,
+    EPOCH_PREFIX,
+    Attr,
+    RunState,
+    epoch_key,
+    intermediate_value,
+)
 from cnnsweep.spec import check_name
 
 log = logging.getLogger("cnnsweep.store")
@@ -512,7 +519,13 @@ class Store:
     def record_epoch(self, trial_id: int, epoch: dict[str, Any], monitored: float | None) -> None:
         """Store one epoch's metrics (its own attribute: writes stay small as runs grow long)
         and the monitored value as Optuna's intermediate value. (No heartbeat: the worker's
-        heartbeat thread writes one every --heartbeat seconds, epochs or not.)"""
+        heartbeat thread writes one every --heartbeat seconds, epochs or not.) A Ctrl-C between
+        the two writes waits for the second: a pruner reads the intermediate values, and a
+        retry from the checkpoint would not write this epoch's again."""
+        with interrupts_deferred():
+            self._write_epoch(trial_id, epoch, monitored)
+
+    def _write_epoch(self, trial_id: int, epoch: dict[str, Any], monitored: float | None) -> None:
         self.storage.set_trial_user_attr(trial_id, epoch_key(epoch["epoch"]), epoch)
         if monitored is not None and monitored == monitored:  # skip NaN
             self.storage.set_trial_intermediate_value(trial_id, epoch["epoch"], monitored)
@@ -526,15 +539,16 @@ class Store:
         """Store the result and close the run; False if the run was taken from this worker.
         A diverged or pruned run closes as Optuna's PRUNED (a pruned one marked so).
 
-        Epochs of ``result["history"]`` not yet recorded by :meth:`record_epoch` are added. A
-        Ctrl-C meanwhile waits: a trained run's result is stored whole, not lost to it.
+        Epochs of ``result["history"]`` not yet recorded by :meth:`record_epoch` are added, with
+        their intermediate values (an attempt resumed from a checkpoint trained only the epochs
+        after it). A Ctrl-C meanwhile waits: a trained run's result is stored whole.
         """
         with interrupts_deferred():
             try:
                 recorded = self.storage.get_trial(trial_id).user_attrs
                 for epoch in result.get("history", []):
-                    if (key := epoch_key(epoch["epoch"])) not in recorded:
-                        self.storage.set_trial_user_attr(trial_id, key, epoch)
+                    if epoch_key(epoch["epoch"]) not in recorded:
+                        self._write_epoch(trial_id, epoch, intermediate_value(epoch))
                 self.storage.set_trial_user_attr(
                     trial_id, Attr.RESULT, {k: v for k, v in result.items() if k != "history"}
                 )

@@ -31,6 +31,7 @@ from cnnsweep.config import TrainConfig, with_speed
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
+from cnnsweep.schema import intermediate_value
 from cnnsweep.spec import Study, study_from_document
 from cnnsweep.store import ClaimedRun, Store, this_worker
 from cnnsweep.train import train
@@ -255,11 +256,7 @@ def _run_one(
 
     def on_epoch(metrics) -> None:
         epoch = metrics.model_dump(mode="json")
-        # Optuna's intermediate value (its dashboard's curves, a pruner's input): the epoch's
-        # validation accuracy, or under the seed protocol (no validation) the training one.
-        accuracy = metrics.val_accuracy
-        store.record_epoch(claim.trial_id, epoch, metrics.train_accuracy if accuracy is None
-                           else accuracy)  # fmt: skip
+        store.record_epoch(claim.trial_id, epoch, intermediate_value(epoch))
 
     log.info("start %s (attempt %d)", claim.label, claim.attempt)
     with heartbeat(store, claim.trial_id, options.heartbeat_interval):

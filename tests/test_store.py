@@ -13,6 +13,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from cnnsweep.schema import epoch_key, intermediate_value
 from cnnsweep.store import Store, StoreError, resolve_url, this_worker
 from tests.conftest import REPO
 
@@ -75,6 +76,9 @@ def test_results_failures_and_divergence_are_recorded(store_url):
     first, second, third = store.records()
     assert (first.state, first.result["test_accuracy"]) == ("complete", 55.5)
     assert first.history == history  # epoch 1 as recorded during the run, epoch 2 at the end
+    # Epoch 2's intermediate value too (an attempt resumed from a checkpoint trains only the
+    # epochs after it): a pruner and Optuna's dashboard see the whole curve.
+    assert store.storage.get_trial(a.trial_id).intermediate_values == {1: 40.0, 2: 41.0}
     assert first.environment == {"torch": "2.13"} and first.worker["pid"] == me["pid"]
     assert second.state == "diverged"
     assert (third.state, third.error) == ("failed", "ValueError: boom")
@@ -218,13 +222,14 @@ def test_a_retry_keeps_the_runs_optuna_parameters(store_url):
     assert retry.user_attrs["attempt"] == 1
 
 
-@pytest.mark.parametrize("moment", ["claim", "finish", "fail"])
+@pytest.mark.parametrize("moment", ["claim", "epoch", "finish", "fail"])
 def test_a_ctrl_c_inside_a_runs_change_of_state_waits_for_the_whole_change(
     moment, store_url, monkeypatch, ctrl_c_raises
 ):
     """An interrupt in the middle of a run's change of state is delivered after the whole change:
     - claim: between "running" and the worker's name (its worker could not put it back; it
       would wait out the grace as a run with no worker);
+    - epoch: between an epoch's metrics and its intermediate value (a pruner would miss it);
     - finish: between the result and "complete" (a trained run's result would be lost);
     - fail: between "failed" and the retry (the run would stay failed until run again)."""
     store = Store.open_or_create(store_url, "s")
@@ -245,7 +250,7 @@ def test_a_ctrl_c_inside_a_runs_change_of_state_waits_for_the_whole_change(
 
     def attr_then_ctrl_c(trial_id, key, value):
         set_attr(trial_id, key, value)
-        if moment == "finish" and key == "result":
+        if (moment, key) in {("finish", "result"), ("epoch", epoch_key(1))}:
             ctrl_c()
 
     monkeypatch.setattr(storage, "set_trial_state_values", state_then_ctrl_c)
@@ -253,6 +258,8 @@ def test_a_ctrl_c_inside_a_runs_change_of_state_waits_for_the_whole_change(
     with pytest.raises(KeyboardInterrupt):
         if moment == "claim":
             store.claim(me)
+        elif moment == "epoch":
+            store.record_epoch(claimed.trial_id, {"epoch": 1, "val_accuracy": 40.0}, 40.0)
         elif moment == "finish":
             store.finish(claimed.trial_id, {"test_accuracy": 50.0, "history": []}, False)
         else:
@@ -260,8 +267,20 @@ def test_a_ctrl_c_inside_a_runs_change_of_state_waits_for_the_whole_change(
     monkeypatch.undo()
     if moment == "claim":  # what the interrupted worker then does (worker.run_worker)
         assert store.put_back(me, "interrupted") == 1
+    if moment == "epoch":
+        assert store.storage.get_trial(claimed.trial_id).intermediate_values == {1: 40.0}
+        return
     expected = "complete" if moment == "finish" else "waiting"
     assert [r.state for r in Store.open(store_url, "s").records()] == [expected]
+
+
+def test_an_epochs_intermediate_value_is_its_validation_accuracy_else_its_training_one():
+    """Under the seed protocol an epoch has no validation accuracy; a diverged one may have
+    neither, and Optuna is then given none (it refuses NaN)."""
+    assert intermediate_value({"val_accuracy": 41.5, "train_accuracy": 60.0}) == 41.5
+    assert intermediate_value({"val_accuracy": None, "train_accuracy": 60.0}) == 60.0
+    assert intermediate_value({"val_accuracy": None, "train_accuracy": float("nan")}) is None
+    assert intermediate_value({"val_accuracy": None, "train_accuracy": None}) is None
 
 
 def test_levels_a_changed_spec_adds_stay_out_of_optuna_parameters(store_url):
