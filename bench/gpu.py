@@ -51,6 +51,7 @@ from cnnsweep.data.splits import split_indices
 from cnnsweep.devices import bf16_supported, resolve_device
 from cnnsweep.flops import matmul_peak_flops, training_flops_per_image
 from cnnsweep.launch import start_worker_server
+from cnnsweep.machine import usable_cores
 from cnnsweep.spec import builtin_specs
 from cnnsweep.train import train
 
@@ -218,7 +219,7 @@ def concurrent(data_path, device, scale: Scale, mode: str, flops_per_image: floa
             if budget.left() < 2 * scale.window_s + 10:
                 rows.append({"k": k, "skipped": "budget"})
                 continue
-            threads = max(1, (os.cpu_count() or 1) // k) if device.type == "cpu" else None
+            threads = max(1, usable_cores() // k) if device.type == "cpu" else None
             barrier = manager.Barrier(k)
             jobs = [(data_path, str(device), scale, 64, MODES[mode], threads, barrier)] * k
             # chunksize 1: a process blocked at the barrier takes no second job, so the K jobs

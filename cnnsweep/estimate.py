@@ -21,7 +21,6 @@ need not.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
@@ -31,6 +30,7 @@ import torch
 
 from cnnsweep.config import TrainConfig, with_speed
 from cnnsweep.data.dataset import ImageDataset
+from cnnsweep.machine import SYSFS_CPUS, physical_cores, usable_cpus
 from cnnsweep.preflight import split_counts
 from cnnsweep.spec import Study
 from cnnsweep.store import RunRecord
@@ -40,7 +40,6 @@ EVAL_SPEEDUP = 3.0  # evaluation is a forward pass only, at a larger batch: ~3x 
 RUN_OVERHEAD_S = 0.5  # per run: building the model, preflight, the store's writes (seconds)
 STUDY_OVERHEAD_S = 3.0  # per study: starting the workers, writing the report (seconds)
 LONG_ON_CPU_S = 3600.0  # above this on a CPU, say so and name the faster options
-SYSFS_CPUS = Path("/sys/devices/system/cpu")  # Linux: each CPU's topology (its hyperthreads)
 
 
 @dataclass(frozen=True)
@@ -101,36 +100,11 @@ def shape_of(config: TrainConfig) -> tuple:
             config.cuda_graph)  # fmt: skip
 
 
-def _usable_cpus() -> set[int]:
-    if hasattr(os, "sched_getaffinity"):
-        return os.sched_getaffinity(0)
-    return set(range(os.cpu_count() or 1))
-
-
-def usable_cores() -> int:
-    """The CPUs this process may run on: its affinity (taskset, a container's cpuset), which may
-    be fewer than the machine's ``os.cpu_count()``."""
-    return len(_usable_cpus())
-
-
-def physical_cores(cpus: set[int], sysfs: Path = SYSFS_CPUS) -> int:
-    """The distinct cores among ``cpus``: two hyperthreads of one core share its arithmetic
-    units, and training is bound by them. Where the topology cannot be read, every CPU counts
-    as a core."""
-    cores = set()
-    for cpu in cpus:
-        try:
-            cores.add((sysfs / f"cpu{cpu}/topology/thread_siblings_list").read_text().strip())
-        except OSError:
-            return len(cpus)
-    return len(cores)
-
-
 def cpu_share(workers: int, sysfs: Path = SYSFS_CPUS) -> tuple[int, int]:
     """How `cnnsweep run` shares the CPUs it may use among ``workers`` CPU workers: (torch
     threads each, workers training at once). Workers on two hyperthreads of one core take turns
     at its arithmetic: they count as one training at a time."""
-    cpus = _usable_cpus()
+    cpus = usable_cpus()
     threads = max(1, len(cpus) // max(1, workers))
     return threads, max(1, min(workers, physical_cores(cpus, sysfs)))
 

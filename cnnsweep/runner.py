@@ -23,10 +23,11 @@ from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.cache import save_cached
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError
-from cnnsweep.estimate import StudyEstimate, cpu_share, estimate_study, usable_cores
+from cnnsweep.estimate import StudyEstimate, cpu_share, estimate_study
 from cnnsweep.frame import results_frame, study_data, write_table
 from cnnsweep.identity import IDENTITY_VERSION, OUTSIDE_IDENTITY
 from cnnsweep.launch import start_worker_server
+from cnnsweep.machine import usable_cores
 from cnnsweep.preflight import available_memory, device_memory, footprint, preflight
 from cnnsweep.progress import StudyProgress
 from cnnsweep.schema import level_label

@@ -287,7 +287,8 @@ def test_a_pool_of_processes_decodes_what_one_process_does(tmp_path, monkeypatch
 
     monkeypatch.setattr(imagefolder, "ProcessPoolExecutor", Pool)
     pooled = load_data(root, use_cache=False)
-    assert pools or len(os.sched_getaffinity(0)) < 2  # a pool, of a process a core
+    allowed = os.sched_getaffinity(0)
+    assert [size for size, *_ in pools] == ([len(allowed)] if len(allowed) >= 2 else [])
     for name in ("train_images", "train_labels", "test_images", "test_labels"):
         np.testing.assert_array_equal(getattr(pooled, name), getattr(one, name))
     assert tuple(pooled.train_images[4, :, 0, 0]) == (10, 200, 30)  # class0's fifth: rgb.png
@@ -295,6 +296,18 @@ def test_a_pool_of_processes_decodes_what_one_process_does(tmp_path, monkeypatch
     (root / "train" / "class2" / "0003.png").write_bytes(b"nor this")
     with pytest.raises(DataError, match=r"corrupt image .*class1/0001\.png"):
         load_data(root, use_cache=False)
+
+
+def test_the_decoding_pool_has_a_process_per_cpu_this_process_may_use():
+    """Held to one CPU (taskset, a container's cpuset), decoding stays in this process: a pool
+    would only take turns on that CPU."""
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert imagefolder._cores() is None
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert imagefolder._cores() == (len(allowed) if len(allowed) >= 2 else None)
 
 
 def test_real_cifar10_jpeg_loads_and_a_second_load_is_fast(real_cifar, session_cache, monkeypatch):

@@ -15,14 +15,8 @@ from cnnsweep import cli
 from cnnsweep import estimate as estimate_module
 from cnnsweep.cli import NotStarted, _show_estimate, main
 from cnnsweep.data import load_data
-from cnnsweep.estimate import (
-    STUDY_OVERHEAD_S,
-    StudyEstimate,
-    cpu_share,
-    duration,
-    physical_cores,
-    usable_cores,
-)
+from cnnsweep.estimate import STUDY_OVERHEAD_S, StudyEstimate, cpu_share, duration
+from cnnsweep.machine import physical_cores, usable_cores
 from cnnsweep.runner import existing_store, run_study, study_estimate
 from cnnsweep.spec import load_study
 from tests.conftest import SHARED_ARCHIVE

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from cnnsweep.data.archives import name_parts
 from cnnsweep.data.dataset import ImageDataset
 from cnnsweep.errors import DataError
+from cnnsweep.machine import usable_cores
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "test")
@@ -178,7 +179,7 @@ def _decode_all(items: list[tuple[str, bytes | Path]]) -> list[Decoded]:
 
 def _cores() -> int | None:
     """The cores a pool of decoding processes may use; None where no pool can help or start."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     alone = multiprocessing.current_process().daemon  # a daemonic process may have no children
     return None if (cores or 1) < 2 or alone else cores
 
