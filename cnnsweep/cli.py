@@ -184,10 +184,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = _study_from_args(args)  # a bad spec is refused before any process starts
     if not args.dry_run and surely_cpus(args.devices.split(",")):
         start_worker_server(["cpu"])  # the workers' imports, beside this command's own
-    from cnnsweep.runner import run_study, stored_identity_version
+    from cnnsweep.runner import check_runs_per_device, run_study, stored_identity_version
     from cnnsweep.schema import RunState
     from cnnsweep.worker import WorkerOptions
 
+    if args.runs_per_device is not None:
+        if args.workers is not None:
+            raise CnnsweepError("give --workers or --runs-per-device, not both")
+        check_runs_per_device(args.runs_per_device)
     workers = 1 if args.workers is None else args.workers
     if args.dry_run:
         runs = study.runs(stored_identity_version(study, args.store))
@@ -202,8 +206,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat, grace=args.grace, checkpoints=args.checkpoints,
         checkpoint_every=args.checkpoint_every, speed=_speed_settings(args),
     )  # fmt: skip
-    if args.runs_per_device is not None and args.workers is not None:
-        raise CnnsweepError("give --workers or --runs-per-device, not both")
     try:
         summary = run_study(
             study, store_url=args.store, workers=workers,
@@ -240,7 +242,7 @@ def _dry_run_estimate(study, args: argparse.Namespace, workers: int):
     from cnnsweep.data import load_data
     from cnnsweep.data.loading import cifar10_is_cached
     from cnnsweep.devices import resolve_device
-    from cnnsweep.runner import existing_store, study_estimate
+    from cnnsweep.runner import existing_store, parse_runs_per_device, study_estimate
 
     source = args.data or study.spec.data
     if source is None and not cifar10_is_cached():
@@ -248,8 +250,11 @@ def _dry_run_estimate(study, args: argparse.Namespace, workers: int):
               "then)", file=sys.stderr)  # fmt: skip
         return None
     devices = [resolve_device(d) for d in args.devices.split(",")]
+    stored = existing_store(study, args.store)  # an unreachable store: refused before the data
     data = load_data(source, progress=False)
-    return study_estimate(study, existing_store(study, args.store), data, devices, workers)
+    if args.runs_per_device is not None:  # as `cnnsweep run` would start them
+        workers = parse_runs_per_device(args.runs_per_device, study, data, devices) * len(devices)
+    return study_estimate(study, stored, data, devices, workers)
 
 
 def _show_estimate(estimate, study, assume_yes: bool) -> None:

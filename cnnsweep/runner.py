@@ -184,10 +184,16 @@ def run_study(
     raise to stop here), enqueue, train with local workers, write the CSV and the report."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"invalid --workers {workers}: must be between 1 and {MAX_WORKERS}")
+    if runs_per_device is not None:
+        check_runs_per_device(runs_per_device)
     devices = devices or ["auto"]
     resolved = [resolve_device(d) for d in devices]  # refuse absent devices before anything
     context = start_worker_server([d.type for d in resolved])  # imports beside the checks below
     folder = study_folder(study.name)
+    # The store before the data (reading only): an unreachable store, one of a newer cnnsweep or
+    # a changed spec is refused before a download or a decode of tens of thousands of images.
+    if (stored := existing_store(study, store_url)) is not None:
+        check_stored_spec(stored, study, allow_spec_change)
     data = data or study.spec.data
     # Fail fast on bad data and on runs that cannot start or fit, before anything is written;
     # then cache the decoded data once, so that every worker reads it from there.
@@ -198,8 +204,6 @@ def run_study(
         per_device = parse_runs_per_device(runs_per_device, study, dataset, resolved)
         workers = per_device * len(resolved)
     if before_start is not None:  # the estimate, after the checks, before anything is written
-        if (stored := existing_store(study, store_url)) is not None:
-            check_stored_spec(stored, study, allow_spec_change)
         before_start(study_estimate(study, stored, dataset, resolved, workers, context, speed))
     store = open_study_store(study, store_url, allow_spec_change)
     save_cached(dataset)
@@ -246,8 +250,16 @@ def parse_runs_per_device(
     value: int | str, study: Study, data: ImageDataset, devices: list[torch.device]
 ) -> int:
     """``--runs-per-device``: a count, or ``auto`` (see :func:`auto_runs_per_device`)."""
-    if value == "auto":
+    if check_runs_per_device(value) == "auto":
         return min(auto_runs_per_device(study, data, d) for d in devices)
+    return int(value)
+
+
+def check_runs_per_device(value: int | str) -> int | str:
+    """``--runs-per-device`` as given: ``auto`` or a count from 1 to MAX_WORKERS, checked before
+    any data is read (``auto`` is worked out from the data later)."""
+    if value == "auto":
+        return value
     try:
         count = int(value)
     except (TypeError, ValueError):

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from cnnsweep import cli
+from cnnsweep import cli, runner
 from cnnsweep import estimate as estimate_module
 from cnnsweep.cli import NotStarted, _show_estimate, main
 from cnnsweep.data import load_data
@@ -138,6 +138,26 @@ def test_the_reports_full_scale_on_a_cpu_is_flagged_before_it_starts(
     assert re.search(r"at [\d,]+ images/s \(measured by a probe\): .* to [\d.]+ days", err)
     assert "this is over an hour on this CPU" in err
     assert "faster: --preset quick" in err and "--devices cuda:0" in err
+
+
+@pytest.mark.parametrize(("options", "workers"), [
+    (["--workers", "3"], 3), (["--runs-per-device", "2"], 4), ([], 1),
+])  # fmt: skip
+def test_a_dry_run_estimates_for_the_workers_the_run_would_start(
+    options, workers, tiny_spec, tmp_path, monkeypatch
+):
+    """--dry-run's estimate counts the workers `cnnsweep run` would start with these options: K
+    runs on each of two devices are 2K workers (before 0.7.5 it took one, whatever K was)."""
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def estimate(study, store, data, devices, count, *rest):
+        seen.append(count)
+        return StudyEstimate(0, (0, 0), (0, 0), 0.0, "", (0.0, 0.0), True)
+
+    monkeypatch.setattr(runner, "study_estimate", estimate)
+    args = ["run", str(tiny_spec()), "--dry-run", "--devices", "cpu,cpu", *options]
+    assert main(args) == 0 and seen == [workers]
 
 
 def long_estimate(on_cpu: bool = True) -> StudyEstimate:

@@ -292,6 +292,18 @@ CASES = [
     ("workers-and-runs-per-device", lambda p: ["run", "upgrade.toml", "--workers", "2",
                                                "--runs-per-device", "2"],
      "give --workers or --runs-per-device, not both"),
+    ("runs-per-device-0-dry-run", lambda p: ["run", "upgrade.toml", "--preset", "tiny",
+                                             "--runs-per-device", "0", "--dry-run"],
+     "invalid --runs-per-device '0'"),
+    ("workers-and-runs-per-device-dry-run", lambda p: ["run", "upgrade.toml", "--workers", "2",
+                                                       "--runs-per-device", "2", "--dry-run"],
+     "give --workers or --runs-per-device, not both"),
+    # A study of CIFAR-10 (not in the cache: a download) on a store nobody answers at: the store
+    # is refused first, before any download or decode.
+    ("store-unreachable-before-a-download", lambda p: ["run", p.spec(
+        'name = "h"\n[fixed]\nwidth = 0.0625\n[grid]\noptimizer = ["adam"]\n'), "--store",
+        "postgresql://127.0.0.1:9/db", "--devices", "cpu"],
+     "cannot reach store postgresql+psycopg://127.0.0.1:9/db"),
     ("max-runs-0", lambda p: ["run", "upgrade.toml", "--max-runs", "0"], "invalid --max-runs 0"),
     # --- worker settings ------------------------------------------------------------------------
     ("heartbeat-0", lambda p: ["run", "upgrade.toml", "--preset", "tiny", "--heartbeat", "0"],
