@@ -31,7 +31,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    create_engine,
     func,
+    inspect,
     select,
     text,
 )
@@ -77,6 +79,16 @@ params = Table(
     Column("distribution_json", Text),
 )
 HEAD = 16  # waiting trials read per claim: enough to get past those other workers just took
+
+
+def has_optuna_tables(url: str) -> bool:
+    """Whether the database at ``url`` holds Optuna's tables (read from its catalogue only:
+    nothing is created)."""
+    engine = create_engine(url)
+    try:
+        return inspect(engine).has_table("version_info")
+    finally:
+        engine.dispose()
 
 
 def supports(storage: object) -> bool:

@@ -159,7 +159,10 @@ def _is_database(url: str) -> bool:
     return "://" in url
 
 
-def _open_storage(url: str, create: bool) -> BaseStorage:
+def _open_storage(url: str, create: bool) -> BaseStorage | None:
+    """The storage at ``url``; ``create`` makes a missing journal file or Optuna's tables in a
+    database. Without it, a database with no Optuna tables gives None: nothing is written to a
+    database that a reading command, or a mistyped name, points at."""
     if not _is_database(url):
         path = Path(url)
         if not create and not path.exists():
@@ -176,6 +179,8 @@ def _open_storage(url: str, create: bool) -> BaseStorage:
             "'@' or '/' (percent-encode them: %40, %2F)"
         )
     try:
+        if not create and not rdb.has_optuna_tables(url):
+            return None
         return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # sqlalchemy raises many kinds; each becomes one line
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -262,9 +267,12 @@ class Store:
         resolved = resolve_url(url, study_name)
         storage = _open_storage(resolved, create=False)
         try:
+            if storage is None:  # a database with no Optuna tables: no study at all
+                raise KeyError(study_name)
             store = cls(storage, study_name, resolved)
         except KeyError:
-            names = ", ".join(s.study_name for s in storage.get_all_studies()) or "none"
+            studies = storage.get_all_studies() if storage is not None else []
+            names = ", ".join(s.study_name for s in studies) or "none"
             raise StudyNotFound(
                 f"no study {study_name!r} in store {redact(resolved)}; studies there: {names}"
             ) from None
