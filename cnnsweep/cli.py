@@ -300,12 +300,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cnnsweep.progress import status_text
+    import json
+
+    from cnnsweep.progress import status_document, status_text
     from cnnsweep.store import Store
 
     store = Store.open(args.store, _study_name(args))
+    records = store.records(epochs=False)
+    if args.json:
+        document = {"study": store.study_name, "store": store.display_url,
+                    **status_document(records)}  # fmt: skip
+        print(json.dumps(document, indent=2))
+        return 0
     print(f"study {store.study_name} ({store.display_url})")
-    print(status_text(store.records(epochs=False)))
+    print(status_text(records))
     return 0
 
 
@@ -431,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="counts by state, runs in flight, ETA")
     _add_study_ref(status)
+    status.add_argument("--json", action="store_true",
+                        help="one JSON object on standard output, for scripts")  # fmt: skip
     status.set_defaults(handler=cmd_status)
 
     export = commands.add_parser("export", help="write the results table")

@@ -53,10 +53,15 @@ def in_flight_line(record: RunRecord, now: float) -> str:
             f"[{worker.get('host', '?')}:{worker.get('pid', '?')}{beat}]")  # fmt: skip
 
 
+def _in_flight(records: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """(running, lost): runs in flight, and those whose worker process here is gone."""
+    running = [r for r in records if r.state == RunState.RUNNING and not r.lost]
+    return running, [r for r in records if r.lost]
+
+
 def status_text(records: list[RunRecord], workers: int | None = None) -> str:
     counts = Counter("lost" if r.lost else r.state for r in records)
-    running = [r for r in records if r.state == RunState.RUNNING and not r.lost]
-    lost = [r for r in records if r.lost]
+    running, lost = _in_flight(records)
     lines = [
         f"runs: {len(records)}  "
         + "  ".join(
@@ -81,8 +86,49 @@ def status_text(records: list[RunRecord], workers: int | None = None) -> str:
 
 def failure_line(record: RunRecord) -> str:
     """The error, and the traceback's last frame when there is one (where it was raised)."""
+    where = raised_at(record)
+    return f"{record.error} ({where})" if where else str(record.error)
+
+
+def raised_at(record: RunRecord) -> str | None:
+    """The last frame of a failed run's traceback (``File "…", line N, in f``), if it has one."""
     frames = [ln.strip() for ln in (record.traceback or "").splitlines() if ln.startswith("  File")]
-    return f"{record.error} ({frames[-1]})" if frames else str(record.error)
+    return frames[-1] if frames else None
+
+
+def status_document(records: list[RunRecord], workers: int | None = None) -> dict:
+    """What ``status_text`` says, for scripts (``cnnsweep status --json``): every state's count
+    (zero included, and ``lost``), the ETA in seconds (None before a run ends), the runs in
+    flight and the lost ones with their last epoch, and the failed runs with their error."""
+    counts = Counter("lost" if r.lost else r.state for r in records)
+    running, lost = _in_flight(records)
+    now = time.time()
+
+    def in_flight(record: RunRecord) -> dict:
+        epoch = record.history[-1] if record.history else {}
+        worker = record.worker or {}
+        return {
+            "run_id": record.run_id, "label": record.label, "attempt": record.attempts,
+            "epoch": epoch.get("epoch"), "max_epochs": record.config.get("max_epochs"),
+            "train_loss": epoch.get("train_loss"),
+            "train_accuracy": epoch.get("train_accuracy"),
+            "val_accuracy": epoch.get("val_accuracy"),
+            "worker": {"host": worker.get("host"), "pid": worker.get("pid")},
+            "heartbeat_age_s": None if record.heartbeat is None else now - record.heartbeat,
+        }  # fmt: skip
+
+    def failed(record: RunRecord) -> dict:
+        return {"run_id": record.run_id, "label": record.label, "attempts": record.attempts,
+                "error": record.error, "raised_at": raised_at(record)}  # fmt: skip
+
+    return {
+        "runs": len(records),
+        "counts": {str(state): counts.get(state, 0) for state in (*STATES, "lost")},
+        "eta_seconds": eta_seconds(records, workers if workers is not None else len(running)),
+        "running": [in_flight(r) for r in running],
+        "lost": [in_flight(r) for r in lost],
+        "failed": [failed(r) for r in records if r.state == RunState.FAILED],
+    }
 
 
 RECENT_RUNS = 5  # finished runs listed under the live bar

@@ -1,9 +1,14 @@
 import io
+import json
+import os
+import subprocess
+import sys
 
 from rich.console import Console
 
+from cnnsweep.cli import main
 from cnnsweep.progress import StudyProgress, eta_seconds, status_text
-from cnnsweep.store import RunRecord
+from cnnsweep.store import RunRecord, Store, this_worker
 
 
 def record(
@@ -91,3 +96,53 @@ def test_no_standard_error_at_all_shows_nothing_and_goes_on(monkeypatch, capsys)
     assert not progress.live
     progress.update([record(0, "running", [EPOCH])])
     progress.close()
+
+
+def test_status_json_gives_scripts_what_the_text_says(tmp_path, capsys):
+    """`cnnsweep status --json` on a real journal with a run in each state: a finished one, one
+    in flight at its first epoch, one lost (its worker's process is gone), one failed with a
+    traceback, one waiting. The counts match the text's, every state is counted, zeros too."""
+    journal = str(tmp_path / "journal.log")
+    store = Store.open_or_create(journal, "s")
+    store.enqueue_missing([
+        {"run_id": f"r{i}", "index": i, "label": f"run {i}", "config": {"max_epochs": 3},
+         "factors": {"lr": i}, "params": {"lr": i}}
+        for i in range(5)
+    ])  # fmt: skip
+    me = this_worker()
+    done, flying = store.claim(me), store.claim(me)
+    assert store.finish(done.trial_id, {"test_accuracy": 50.0, "history": []}, False)
+    store.record_epoch(flying.trial_id, EPOCH, EPOCH["val_accuracy"])
+    store.heartbeat(flying.trial_id)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    store.claim(me | {"pid": int(dead), "id": "ghost"})
+    failing = store.claim(me)
+    assert store.fail(
+        failing.trial_id,
+        "ValueError: boom",
+        traceback='Traceback:\n  File "x.py", line 3, in f\nValueError: boom',
+    )
+    assert main(["status", "--study", "s", "--store", journal, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["study"] == "s" and status["runs"] == 5
+    assert status["counts"] == {"waiting": 1, "running": 1, "complete": 1, "diverged": 0,
+                                "pruned": 0, "failed": 1, "lost": 1}  # fmt: skip
+    assert status["eta_seconds"] is not None and status["eta_seconds"] >= 0
+    (running,) = status["running"]
+    assert running["label"] == "run 1" and running["epoch"] == 1 and running["max_epochs"] == 3
+    assert running["val_accuracy"] == 35.0 and running["worker"]["pid"] == os.getpid()
+    assert 0 <= running["heartbeat_age_s"] < 60
+    (lost,) = status["lost"]
+    assert lost["label"] == "run 2" and lost["worker"]["pid"] == int(dead) and lost["epoch"] is None
+    (failed,) = status["failed"]
+    assert failed == {
+        "run_id": "r3",
+        "label": "run 3",
+        "attempts": 1,
+        "error": "ValueError: boom",
+        "raised_at": 'File "x.py", line 3, in f',
+    }
+    assert main(["status", "--study", "s", "--store", journal]) == 0
+    text = capsys.readouterr().out
+    assert "waiting: 1  running: 1  complete: 1  diverged: 0  failed: 1  lost: 1" in text
