@@ -77,7 +77,7 @@ def train(
     batch_order = torch.Generator(device=device).manual_seed(config.seed)
 
     history: list[EpochMetrics] = []
-    best_value, best_epoch, best_state, waited = None, 0, None, 0
+    stopping = EarlyStopping(config)
     stop_reason = "max_epochs"
     first_epoch, earlier_seconds = 1, 0.0
     if checkpoint is not None and (saved := checkpoint.load()) is not None:
@@ -86,8 +86,7 @@ def train(
         keep_capturable(optimizer, graphed)  # the saved groups say what the last attempt used
         _set_random_states(saved["random"], batch_order, device)
         history = [EpochMetrics(**m) for m in saved["history"]]
-        best_value, best_epoch, waited = saved["best_value"], saved["best_epoch"], saved["waited"]
-        best_state = saved["best_state"]
+        stopping = EarlyStopping.restored(config, saved)
         first_epoch, earlier_seconds = saved["epoch"] + 1, saved["train_time"]
     loop_start = time.perf_counter()
     for epoch in range(first_epoch, config.max_epochs + 1):
@@ -97,40 +96,21 @@ def train(
         )
         synchronize(device)
         train_seconds = time.perf_counter() - epoch_start
-        val_loss = val_acc = probe_loss = probe_acc = None
-        if splits.val is not None and math.isfinite(train_loss):
-            val_loss, val_acc = evaluate(model, splits.val, config.eval_batch_size, use_bf16)
-        if splits.train_probe is not None and math.isfinite(train_loss):
-            probe = evaluate(model, splits.train_probe, config.eval_batch_size, use_bf16)
-            probe_loss, probe_acc = probe
+        scores = _epoch_scores(model, splits, config, use_bf16) if math.isfinite(train_loss) else {}
         metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_accuracy=train_acc,
-            val_loss=val_loss,
-            val_accuracy=val_acc,
-            train_eval_loss=probe_loss,
-            train_eval_accuracy=probe_acc,
+            epoch=epoch, train_loss=train_loss, train_accuracy=train_acc, **scores,
             epoch_time=time.perf_counter() - epoch_start,
             images_per_second=trained / train_seconds,
-        )
+        )  # fmt: skip
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
         if not math.isfinite(train_loss):
             stop_reason = "diverged"
             break
-
-        value = getattr(metrics, config.monitor)
-        if best_value is None or _improved(value, best_value, config):
-            best_value, best_epoch, waited = value, epoch, 0
-            if config.restore_best:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= config.patience:
-                stop_reason = "patience"
-                break
+        if stopping.out_of_patience(getattr(metrics, config.monitor), epoch, model):
+            stop_reason = "patience"
+            break
         if should_stop is not None and epoch < config.max_epochs and should_stop(metrics):
             stop_reason = "pruned"
             break
@@ -138,17 +118,18 @@ def train(
             checkpoint.save({
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "random": _random_states(batch_order, device),
-                "history": [m.model_dump() for m in history], "best_value": best_value,
-                "best_epoch": best_epoch, "waited": waited, "best_state": best_state,
+                "history": [m.model_dump() for m in history], **stopping.saved(),
                 "train_time": earlier_seconds + time.perf_counter() - loop_start,
             })  # fmt: skip
     train_time = earlier_seconds + time.perf_counter() - loop_start
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if stopping.best_state is not None:
+        model.load_state_dict(stopping.best_state)
     test_loss, test_acc = evaluate(model, splits.test, config.eval_batch_size, use_bf16)
+    best_epoch = stopping.best_epoch
     best = history[best_epoch - 1] if best_epoch else history[-1]
-    tested = best if best_state is not None else history[-1]  # the epoch whose weights are tested
+    # The epoch whose weights are tested.
+    tested = best if stopping.best_state is not None else history[-1]
     return RunResult(
         config=config,
         stop_reason=stop_reason,
@@ -173,6 +154,56 @@ def train(
         history=history,
         resumed_after_epoch=first_epoch - 1 if first_epoch > 1 else None,
     )
+
+
+@dataclass
+class EarlyStopping:
+    """What early stopping keeps from epoch to epoch: the best monitored value so far, its
+    epoch, its weights (with ``restore_best``) and how many epochs have passed without a gain.
+    A checkpoint saves and restores all four."""
+
+    config: TrainConfig
+    best_value: float | None = None
+    best_epoch: int = 0  # 0: no epoch yet
+    best_state: dict[str, torch.Tensor] | None = None
+    waited: int = 0
+
+    def out_of_patience(self, value: float, epoch: int, model: nn.Module) -> bool:
+        """Count one epoch's monitored value; True once ``patience`` epochs have not gained."""
+        if self.best_value is None or _improved(value, self.best_value, self.config):
+            self.best_value, self.best_epoch, self.waited = value, epoch, 0
+            if self.config.restore_best:
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.waited += 1
+        return self.waited >= self.config.patience
+
+    def saved(self) -> dict:
+        """The checkpoint's keys for it (as every release since checkpoints began wrote them)."""
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch,
+                "waited": self.waited, "best_state": self.best_state}  # fmt: skip
+
+    @classmethod
+    def restored(cls, config: TrainConfig, saved: dict) -> EarlyStopping:
+        return cls(config, saved["best_value"], saved["best_epoch"], saved["best_state"],
+                   saved["waited"])  # fmt: skip
+
+
+def _epoch_scores(
+    model: nn.Module, splits: _Splits, config: TrainConfig, use_bf16: bool
+) -> dict[str, float]:
+    """An epoch's eval-mode scores: the validation split's and the training probe's, where the
+    run has them (EpochMetrics' field names)."""
+    scores = {}
+    if splits.val is not None:
+        scores["val_loss"], scores["val_accuracy"] = evaluate(
+            model, splits.val, config.eval_batch_size, use_bf16
+        )
+    if splits.train_probe is not None:
+        scores["train_eval_loss"], scores["train_eval_accuracy"] = evaluate(
+            model, splits.train_probe, config.eval_batch_size, use_bf16
+        )
+    return scores
 
 
 def _random_states(batch_order: torch.Generator, device: torch.device) -> dict:
