@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnsweep.data import archives, cifar10, imagefolder, load_data
+from cnnsweep.data import archives, cifar10, detect, imagefolder, load_data
 from cnnsweep.data.device import DeviceImages, random_crop_flip
 from cnnsweep.data.loading import ensure_cifar10
 from cnnsweep.data.splits import split_indices
@@ -464,3 +464,25 @@ def test_unknown_augmentation_is_named():
     assert make_config(augment="crop+flip").augment is True  # the same run as augment = true
     assert make_config(augment="none").augment is False
     assert make_config(augment="flip").augmentation == "flip"
+
+
+def test_detect_names_each_kind_of_source_and_its_root(tmp_path):
+    """``cnnsweep.data.detect``: the kind of source a path holds and where it is read from, for
+    each layout load_data accepts; a tar archive is read to its end and verified."""
+    cifar = write_cifar_folder(tmp_path / "c" / "cifar-10-batches-py", per_batch=2, test=2)
+    images = write_image_folder(tmp_path / "i" / "pics", train_per_class=1, test_per_class=1,
+                                classes=2)  # fmt: skip
+    assert detect(cifar) == ("cifar10-dir", cifar)
+    assert detect(cifar.parent) == ("cifar10-dir", cifar)  # the folder the archive unpacks into
+    assert detect(images) == ("imagefolder-dir", images)
+    archive = write_cifar_archive(tmp_path / "a" / "cifar-10-python.tar.gz", per_batch=2, test=2)
+    assert detect(archive) == ("cifar10-archive", archive)
+    packed = tar_folder(images, tmp_path / "pics.tar.gz")
+    assert detect(packed) == ("imagefolder-archive", packed)
+    with tarfile.open(tmp_path / "other.tar", "w") as tar:
+        add_member(tar, "notes/readme.txt", b"hello")
+    with pytest.raises(DataError, match="holds neither CIFAR-10 batches nor train/ and test/"):
+        detect(tmp_path / "other.tar")
+    (tmp_path / "cut.tar.gz").write_bytes(packed.read_bytes()[:-40])  # its gzip trailer cut
+    with pytest.raises(DataError, match=r"corrupt .*cut\.tar\.gz"):
+        detect(tmp_path / "cut.tar.gz")
