@@ -309,11 +309,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     records = store.records(epochs=False)
     if args.json:
         document = {"study": store.study_name, "store": store.display_url,
-                    **status_document(records)}  # fmt: skip
+                    **status_document(records, now=store.now())}  # fmt: skip
         print(json.dumps(document, indent=2))
         return 0
     print(f"study {store.study_name} ({store.display_url})")
-    print(status_text(records))
+    print(status_text(records, now=store.now()))
     return 0
 
 

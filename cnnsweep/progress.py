@@ -59,7 +59,11 @@ def _in_flight(records: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecor
     return running, [r for r in records if r.lost]
 
 
-def status_text(records: list[RunRecord], workers: int | None = None) -> str:
+def status_text(
+    records: list[RunRecord], workers: int | None = None, now: float | None = None
+) -> str:
+    """The status, as lines; ``now``: the store's clock, which the heartbeats were written by
+    (Store.now; this machine's if not given)."""
     counts = Counter("lost" if r.lost else r.state for r in records)
     running, lost = _in_flight(records)
     lines = [
@@ -71,7 +75,7 @@ def status_text(records: list[RunRecord], workers: int | None = None) -> str:
     ]
     busy = workers if workers is not None else len(running)
     lines.append(f"eta: {format_duration(eta_seconds(records, busy))}")
-    now = time.time()
+    now = time.time() if now is None else now
     lines += [f"  running  {in_flight_line(r, now)}" for r in running]
     lines += [
         f"  lost     {in_flight_line(r, now)}: its worker process is gone; the next "
@@ -96,13 +100,15 @@ def raised_at(record: RunRecord) -> str | None:
     return frames[-1] if frames else None
 
 
-def status_document(records: list[RunRecord], workers: int | None = None) -> dict:
+def status_document(
+    records: list[RunRecord], workers: int | None = None, now: float | None = None
+) -> dict:
     """What ``status_text`` says, for scripts (``cnnsweep status --json``): every state's count
     (zero included, and ``lost``), the ETA in seconds (None before a run ends), the runs in
     flight and the lost ones with their last epoch, and the failed runs with their error."""
     counts = Counter("lost" if r.lost else r.state for r in records)
     running, lost = _in_flight(records)
-    now = time.time()
+    now = time.time() if now is None else now
 
     def in_flight(record: RunRecord) -> dict:
         epoch = record.history[-1] if record.history else {}

@@ -91,6 +91,17 @@ def has_optuna_tables(url: str) -> bool:
         engine.dispose()
 
 
+def server_clock(storage: object) -> float | None:
+    """Seconds since the epoch by a PostgreSQL server's clock, or None for any other storage.
+    Every machine of a study reads the one clock: heartbeats compared by it do not depend on
+    whether the machines' own clocks agree."""
+    if not (isinstance(storage, RDBStorage) and storage.engine.dialect.name == "postgresql"):
+        return None
+    with storage.engine.connect() as connection:
+        return float(connection.execute(select(func.extract("epoch", func.clock_timestamp())))
+                     .scalar_one())  # fmt: skip
+
+
 def supports(storage: object) -> bool:
     """Whether ``storage`` is a PostgreSQL RDB storage whose schema this module knows."""
     return (

@@ -240,6 +240,14 @@ class Store:
         # PostgreSQL with a schema rdb.py knows: queries that read only what each step needs.
         self._sql = rdb.StudyQueries(storage, self.study_id) if rdb.supports(storage) else None
 
+    def now(self) -> float:
+        """Seconds since the epoch by the study's clock: on PostgreSQL the server's, so that the
+        heartbeats of many machines and the check for silent ones read one clock (a machine
+        whose own clock runs minutes behind would otherwise look silent, and lose its runs);
+        on a journal file, this machine's."""
+        server = rdb.server_clock(self.storage)
+        return time.time() if server is None else server
+
     # --- opening ----------------------------------------------------------------------------
 
     @classmethod
@@ -435,7 +443,7 @@ class Store:
                     return None  # another worker took it first
             except UpdateFinishedTrialError:
                 return None
-            taken = {Attr.WORKER: worker, Attr.HEARTBEAT: time.time()}
+            taken = {Attr.WORKER: worker, Attr.HEARTBEAT: self.now()}
             needed = [Attr.RUN_ID, Attr.CONFIG, Attr.LABEL, Attr.ATTEMPT]
             if self._sql is not None:
                 attrs = self._sql.mark_taken(trial_id, taken, needed)
@@ -480,7 +488,7 @@ class Store:
         trial = study.ask(space)
         trial_id = trial._trial_id
         self.storage.set_trial_user_attr(trial_id, Attr.WORKER, worker)
-        self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, time.time())
+        self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, self.now())
         run = make_run(trial.params, trial.number)
         # run_id last: a trial counts as a run (for records and the budget) only once whole.
         self.storage.set_trial_user_attr(trial_id, Attr.ATTEMPT, 1)
@@ -522,7 +530,7 @@ class Store:
     # --- recording --------------------------------------------------------------------------
 
     def heartbeat(self, trial_id: int) -> None:
-        self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, time.time())
+        self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, self.now())
 
     def record_epoch(self, trial_id: int, epoch: dict[str, Any], monitored: float | None) -> None:
         """Store one epoch's metrics (its own attribute: writes stay small as runs grow long)
@@ -623,10 +631,11 @@ class Store:
         """Fail the runs of dead workers and enqueue them again, up to ``max_attempts`` each.
 
         A worker is dead when it ran on this machine and its process is gone, or when its
-        heartbeat is older than ``grace_seconds``. Returns the labels of the runs recovered.
+        heartbeat is older than ``grace_seconds`` by the study's clock (:meth:`now`). Returns
+        the labels of the runs recovered.
         """
         me = this_worker()
-        now = time.time()
+        now = self.now()
         recovered = []
         for trial in self._trials(TrialState.RUNNING):
             attrs = trial.user_attrs

@@ -119,6 +119,27 @@ def test_a_silent_worker_is_taken_over_and_its_late_result_refused(store_url):
     assert (record.state, record.result["test_accuracy"], record.attempts) == ("complete", 2.0, 2)
 
 
+def test_on_postgresql_a_machine_whose_clock_runs_behind_keeps_its_run(postgres_url, monkeypatch):
+    """Heartbeats and the check for silent workers read the database server's clock: a live
+    worker on a machine whose clock is 10 minutes behind is not taken for silent (with its own
+    clock it would be, past the 2-minute default grace, and would lose each run it claims); a
+    silent one is still taken over after the grace."""
+    store = Store.open_or_create(postgres_url, "s")
+    store.enqueue_missing(runs(2))
+    elsewhere = this_worker() | {"host": "machine-10-min-behind"}
+    skewed = time.time
+    with monkeypatch.context() as behind:  # that machine, claiming and beating
+        behind.setattr(time, "time", lambda: skewed() - 600)
+        remote = Store.open(postgres_url, "s")
+        late = remote.claim(elsewhere)
+        remote.heartbeat(late.trial_id)
+    assert store.recover_stale(grace_seconds=120, max_attempts=3) == []
+    beat = store.records()[0].heartbeat
+    assert abs(store.now() - beat) < 60 and abs(time.time() - beat) < 60  # one clock, here too
+    time.sleep(0.3)
+    assert store.recover_stale(grace_seconds=0.1, max_attempts=3) == ["run 0"]
+
+
 def test_a_worker_interrupted_after_claiming_puts_its_run_back(store_url):
     store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(2))
