@@ -83,11 +83,22 @@ def _boot_id() -> str:
         return ""
 
 
+def _pid_namespace() -> str:
+    """The process-id namespace this process is in (``pid:[4026531836]``): containers on one
+    machine may share its host name and boot id (host networking), never their pids' meaning."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def this_worker() -> dict[str, Any]:
-    """Identifies a worker process: host (with boot id, so a reboot is a new machine) and pid."""
+    """Identifies a worker process: host (with boot id, so a reboot is a new machine, and pid
+    namespace, so a container is a machine of its own) and pid."""
     return {
         "host": socket.gethostname(),
         "boot": _boot_id(),
+        "pidns": _pid_namespace(),
         "pid": os.getpid(),
         "id": uuid.uuid4().hex[:8],
     }
@@ -749,8 +760,11 @@ def _waiting_template(waiting: rdb.WaitingTrial) -> FrozenTrial:
 
 
 def _worker_gone(worker: dict[str, Any], me: dict[str, Any]) -> bool:
-    """Whether ``worker`` ran on this machine (same host, same boot) and its process is gone."""
-    same_machine = worker.get("host") == me["host"] and worker.get("boot") == me["boot"]
+    """Whether ``worker`` ran on this machine (same host, boot and pid namespace) and its
+    process is gone. A worker of a release before 0.7.5 recorded no pid namespace: host and
+    boot decide for it, as they did then."""
+    same_machine = (worker.get("host") == me["host"] and worker.get("boot") == me["boot"]
+                    and worker.get("pidns", me["pidns"]) == me["pidns"])  # fmt: skip
     return bool(same_machine and worker.get("pid") and not _pid_alive(worker["pid"]))
 
 

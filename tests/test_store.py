@@ -102,6 +102,25 @@ def test_a_dead_workers_run_is_retried_a_bounded_number_of_times(store_url):
     assert store.claim(this_worker()) is None  # no third attempt
 
 
+def test_a_worker_in_another_pid_namespace_is_not_taken_for_dead(store_url):
+    """Containers with host networking share the machine's host name and boot id, not their
+    pids: a worker in another pid namespace whose pid is free here may well be alive (its
+    heartbeat decides). One in this namespace, or one of 0.7.4 (which recorded none), whose
+    pid is gone, is dead at once."""
+    store = Store.open_or_create(store_url, "s")
+    store.enqueue_missing(runs(3))
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)  # fmt: skip
+    store.claim(this_worker() | {"pid": dead, "pidns": "pid:[1]"})  # another container
+    assert store.recover_stale(grace_seconds=3600, max_attempts=3) == []
+    assert [r.lost for r in store.records()] == [False, False, False]
+    store.claim(this_worker() | {"pid": dead})
+    older = {k: v for k, v in this_worker().items() if k != "pidns"} | {"pid": dead}
+    store.claim(older)
+    assert [r.lost for r in store.records()] == [False, True, True]
+    assert store.recover_stale(grace_seconds=3600, max_attempts=3) == ["run 1", "run 2"]
+
+
 def test_a_silent_worker_is_taken_over_and_its_late_result_refused(store_url):
     store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(1))
