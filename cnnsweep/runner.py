@@ -33,7 +33,7 @@ from cnnsweep.progress import StudyProgress
 from cnnsweep.schema import level_label
 from cnnsweep.spec import Run, Study, StudySpec
 from cnnsweep.store import RunRecord, Store, StudyNotFound, study_folder
-from cnnsweep.worker import WorkerOptions, worker_process
+from cnnsweep.worker import WorkerOptions, check_same_data, worker_process
 
 # Local worker processes: each imports torch and holds its data (hundreds of MB), so thousands
 # would exhaust any machine; many machines join with `cnnsweep worker` instead.
@@ -198,6 +198,9 @@ def run_study(
     # Fail fast on bad data and on runs that cannot start or fit, before anything is written;
     # then cache the decoded data once, so that every worker reads it from there.
     dataset = load_data(data, save_cache=False)
+    signature = dataset.signature()
+    if stored is not None:
+        check_same_data(stored, signature)
     speed = options.speed if options is not None else {}
     check_runs_fit(study, dataset, resolved, speed)
     if runs_per_device is not None:
@@ -216,6 +219,8 @@ def run_study(
     total = study.count_runs(len(runs)) if study.spec.search is not None else len(runs)
     before = store.records(epochs=False)
     pending = runs_to_do(before, total, study.spec.search is not None)
+    if pending and store.data_signature() is None:  # from now on, every worker is checked
+        store.set_data_signature(signature)
     workers = min(workers, pending)
 
     placements = [str(resolved[i % len(resolved)]) for i in range(workers)]

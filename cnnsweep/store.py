@@ -64,6 +64,7 @@ _STATE_OF = {
 }
 _IDENTITY_ATTR = "identity_version"  # a study attribute; cnnsweep's mark on its studies
 _DOCUMENT_ATTR = "document"  # a study attribute: the spec it was run with (Study.document)
+_DATA_ATTR = "data"  # a study attribute: the signature of the data its runs train on (0.7.5)
 DEFAULT_ROOT = Path("runs")
 JOURNAL_NAME = "journal.log"
 
@@ -331,6 +332,14 @@ class Store:
 
     def set_document(self, document: dict[str, Any]) -> None:
         self.storage.set_study_user_attr(self.study_id, _DOCUMENT_ATTR, document)
+
+    def data_signature(self) -> dict[str, Any] | None:
+        """The signature of the data set the study's runs train on (ImageDataset.signature);
+        None for a study that has not trained since 0.7.5."""
+        return self.storage.get_study_user_attrs(self.study_id).get(_DATA_ATTR)
+
+    def set_data_signature(self, signature: dict[str, Any]) -> None:
+        self.storage.set_study_user_attr(self.study_id, _DATA_ATTR, signature)
 
     # --- the queue --------------------------------------------------------------------------
 

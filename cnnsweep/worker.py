@@ -29,8 +29,9 @@ from cnnsweep import __version__
 from cnnsweep.checkpoint import RunCheckpoint
 from cnnsweep.config import TrainConfig, with_speed
 from cnnsweep.data import ImageDataset, load_data
+from cnnsweep.data.dataset import signature_difference
 from cnnsweep.devices import resolve_device
-from cnnsweep.errors import ConfigError
+from cnnsweep.errors import ConfigError, DataError
 from cnnsweep.schema import intermediate_value
 from cnnsweep.spec import Study, study_from_document
 from cnnsweep.store import ClaimedRun, Store, this_worker
@@ -152,6 +153,20 @@ def _interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def check_same_data(store: Store, signature: dict[str, Any]) -> bool:
+    """Refuse data that differs from what the study's runs train on (its signature, recorded
+    when it first trained): results trained on other data would be mixed in unseen, as when
+    one machine reads CIFAR-10's JPEG copy and another downloads the official batches.
+    Returns whether there was a signature to check against."""
+    stored = store.data_signature()
+    if stored is not None and (difference := signature_difference(stored, signature)):
+        raise DataError(
+            f"the data here is not the data study {store.study_name!r} trains on: {difference}; "
+            "give --data the same data set, or run it as a study of another name"
+        )
+    return stored is not None
+
+
 def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     """Work until the study has nothing waiting or running; returns the number of runs done."""
     _interrupt_on_sigterm()
@@ -163,6 +178,7 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     check_speed(document, options.speed)
     if data is None:
         data = load_data(options.data or document.get("spec", {}).get("data"), progress=False)
+    signature, checked = data.signature(), False
     searching = bool(document.get("spec", {}).get("search"))
     study = study_from_document(document) if searching else None
     env = environment(device)
@@ -171,6 +187,9 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     done = 0
     idle = FIRST_IDLE_WAIT
     while True:
+        # Before any run is claimed; until the study has a signature (a worker may join one
+        # that has not trained yet), before each claim.
+        checked = checked or check_same_data(store, signature)
         try:
             store.recover_stale(options.grace, options.max_attempts)
             claim = store.claim(me)

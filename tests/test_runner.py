@@ -2,12 +2,14 @@
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -15,6 +17,7 @@ import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from PIL import Image
 
 from cnnsweep.cli import main
 from cnnsweep.data import load_data
@@ -501,3 +504,42 @@ def test_workers_from_the_command_line_and_the_reports_csv_columns(tmp_path, bar
         )
         assert row.train_time == round(result["train_time"], 2)
         assert row.test_accuracy == result["test_accuracy"]
+
+
+def test_other_data_is_refused_by_run_and_worker_with_the_store_untouched(
+    tiny_spec, bars_folder, tmp_path, capsys, monkeypatch
+):
+    """A study records the signature of the data it trains on (sizes, classes, a hash of the
+    decoded pixels); `cnnsweep run` and `cnnsweep worker` with other data (one pixel changed,
+    or one class more) are refused in one line, exit 2, the journal byte for byte as it was.
+    The same images elsewhere, or in another format, are the same data."""
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(name="signed", epochs=1, seeds=1)
+    assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 0
+    store = Store.open(None, "signed")
+    assert store.data_signature() == load_data(bars_folder).signature()
+    copy = shutil.copytree(bars_folder, tmp_path / "elsewhere" / "bars")
+    assert load_data(copy).signature() == store.data_signature()  # another path, the same data
+    changed = shutil.copytree(bars_folder, tmp_path / "changed")
+    image = changed / "train" / "class3" / "0002.png"
+    pixels = np.array(Image.open(image))
+    pixels[0, 0] ^= 1  # one bit of one pixel
+    Image.fromarray(pixels).save(image)
+    more = shutil.copytree(bars_folder, tmp_path / "more")
+    for split in ("train", "test"):
+        shutil.copytree(more / split / "class0", more / split / "class10")
+    journal = tmp_path / "runs" / "signed" / "journal.log"
+    before = journal.read_bytes()
+    capsys.readouterr()
+    for argv, words in [
+        (["run", str(spec), "--devices", "cpu", "--data", str(changed)], "other pixels"),
+        (["worker", "--study", "signed", "--device", "cpu", "--data", str(changed)],
+         "other pixels"),
+        (["run", str(spec), "--devices", "cpu", "--data", str(more)], "classes ["),
+    ]:  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is not the data study 'signed' trains on" in err, err
+        assert words in err, err
+    assert journal.read_bytes() == before
+    assert main(["run", str(spec), "--devices", "cpu", "--data", str(copy), "--no-report"]) == 0
