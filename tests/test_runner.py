@@ -27,7 +27,7 @@ from cnnsweep.runner import study_estimate
 from cnnsweep.spec import load_study
 from cnnsweep.store import Store, StoreError
 from cnnsweep.worker import check_speed
-from tests.conftest import cut_last_line, torn_files, write_spec
+from tests.conftest import cut_last_line, tar_folder, torn_files, write_spec
 
 
 def cnnsweep(*args: str, cwd, **kwargs) -> subprocess.Popen:
@@ -520,6 +520,8 @@ def test_other_data_is_refused_by_run_and_worker_with_the_store_untouched(
     assert store.data_signature() == load_data(bars_folder).signature()
     copy = shutil.copytree(bars_folder, tmp_path / "elsewhere" / "bars")
     assert load_data(copy).signature() == store.data_signature()  # another path, the same data
+    packed = tar_folder(bars_folder, tmp_path / "bars.tar.gz")
+    assert load_data(packed).signature() == store.data_signature()  # another format, too
     changed = shutil.copytree(bars_folder, tmp_path / "changed")
     image = changed / "train" / "class3" / "0002.png"
     pixels = np.array(Image.open(image))
