@@ -14,6 +14,7 @@ from cnnsweep.cli import main
 from cnnsweep.errors import CnnsweepError, ConfigError
 from cnnsweep.frame import study_data
 from cnnsweep.report import build_report, stats
+from cnnsweep.report.build import _render, analyse, findings_summary, precision_note
 from cnnsweep.report.findings import judge_claims, load_claims
 from cnnsweep.report.tidy import tidy_frame
 from cnnsweep.store import Store
@@ -150,6 +151,25 @@ def test_the_end_summary_names_the_planted_best_configuration(fixture_report):
     assert "optimizer=adam" in best and "regularization=batch_norm" in best
     assert mattered.startswith("mattered most: regularization (") and "best batch_norm" in mattered
     assert claims.startswith("claims: ") and claims.endswith("(of 7)")
+
+
+def test_runs_in_mixed_precisions_are_noted_on_the_page_and_at_the_end(fixture_report):
+    """Machines with and without native bf16 on one study train its runs in two precisions:
+    the page and the end summary say so, with the counts; a study that varies ``amp`` itself,
+    or one precision throughout (the fixture: its summary is three lines), says nothing."""
+    store, files, _ = fixture_report
+    assert 'id="precision-note"' not in files.html.read_text()
+    data = study_data(store)
+    finished = data.results.index[data.results["state"] == "complete"]
+    data.results.loc[finished[::2], "precision"] = "bf16-autocast"
+    frame, analysis = analyse(data, None)
+    note = precision_note(frame, analysis.factors)
+    done = frame[frame["finished"]]  # the diverged run too, in fp32
+    assert note.startswith(f"the finished runs trained in 2 precisions (fp32 {len(done) - 46}, "
+                           "bf16-autocast 46)") and len(finished[::2]) == 46  # fmt: skip
+    assert findings_summary(frame, analysis)[-1].startswith("note: the finished runs trained in 2")
+    assert 'id="precision-note"' in _render(data, frame, analysis, [])
+    assert precision_note(frame, [*analysis.factors, "amp"]) is None
 
 
 def test_a_study_where_dropout_wins_contradicts_claim_a(tmp_path):

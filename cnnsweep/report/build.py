@@ -239,9 +239,26 @@ def build_report(data: StudyData, out_dir: Path, claims: str | None = None) -> R
     return ReportFiles(page, csv, moved, findings_summary(frame, analysis))
 
 
+def precision_note(frame: pd.DataFrame, factors: list[str]) -> str | None:
+    """A warning where the finished runs trained in more than one precision without the study
+    asking for it (``amp`` is not one of its factors): bf16 autocast is used only where it runs
+    natively, so machines with and without native bf16 (or a GPU and a CPU) working on one
+    study train their runs differently, and a difference between configurations may partly be
+    the machines'."""
+    finished = frame[frame["finished"]]
+    if "amp" in factors or "precision" not in finished or finished["precision"].nunique() < 2:
+        return None
+    counts = finished["precision"].value_counts()
+    mixed = ", ".join(f"{precision} {count}" for precision, count in counts.items())
+    return (
+        f"the finished runs trained in {len(counts)} precisions ({mixed}): machines with "
+        "and without native bf16 took part, so differences may partly be the machines'"
+    )
+
+
 def findings_summary(frame: pd.DataFrame, analysis: Analysis) -> list[str]:
-    """What the study found, for the terminal: the best configuration, what mattered most, and
-    the claims' verdicts."""
+    """What the study found, for the terminal: the best configuration, what mattered most, the
+    claims' verdicts, and a note where the runs trained in mixed precisions."""
     metric = analysis.metric
     lines = []
     if best := _configurations(frame[frame["finished"]], metric)[:1]:
@@ -259,6 +276,8 @@ def findings_summary(frame: pd.DataFrame, analysis: Analysis) -> list[str]:
         verdicts = ", ".join(f"{counts[v]} {v}" for v in ("supported", "contradicted",
                                                           "inconclusive") if counts[v])  # fmt: skip
         lines.append(f"claims: {verdicts} (of {len(analysis.findings)})")
+    if note := precision_note(frame, analysis.factors):
+        lines.append(f"note: {note}")
     return lines
 
 
@@ -407,6 +426,7 @@ def _render(data: StudyData, frame: pd.DataFrame, analysis: Analysis, pictures) 
         runs=[_run_row(row) for _, row in frame.sort_values("index").iterrows()],
         spec=json.dumps(data.document, indent=2),
         environment=_environment(data.environments, data.document),
+        precision_note=precision_note(frame, analysis.factors),
     )
 
 
