@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -82,6 +82,41 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+STORE_PATIENCE_S = 300.0  # how long a worker retries a write while the database is unreachable
+T = TypeVar("T")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached (refused, reset, restarting), as
+    opposed to a write it refused. Optuna wraps such errors in StorageInternalError, which it
+    also raises for a refused write: what caused it decides."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OperationalError | InterfaceError | DisconnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def patiently(write: Callable[[], T], what: str, patience: float = STORE_PATIENCE_S) -> T:
+    """``write()``, tried again with backoff while the database is unreachable (a restart, a
+    network outage), for up to ``patience`` seconds: an epoch or a trained result is not lost to
+    an outage shorter than that. Any other error is raised at once."""
+    deadline, delay = time.monotonic() + patience, 0.5
+    while True:
+        try:
+            return write()
+        except Exception as exc:
+            if not unreachable(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("cnnsweep: the store is unreachable while %s; trying again in %.0f s",
+                        what, delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(2 * delay, 30.0)
 
 
 def _pid_namespace() -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from optuna.exceptions import UpdateFinishedTrialError
 
 from cnnsweep import __version__
 from cnnsweep.checkpoint import RunCheckpoint
@@ -34,7 +35,7 @@ from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError, DataError
 from cnnsweep.schema import intermediate_value
 from cnnsweep.spec import Study, study_from_document
-from cnnsweep.store import ClaimedRun, Store, this_worker
+from cnnsweep.store import ClaimedRun, Store, patiently, this_worker
 from cnnsweep.train import train
 
 log = logging.getLogger("cnnsweep.worker")
@@ -136,6 +137,8 @@ def heartbeat(store: Store, trial_id: int, interval: float):
         while not stop.wait(interval):
             try:
                 store.heartbeat(trial_id)
+            except UpdateFinishedTrialError:
+                return  # the run ended (stored, or taken over): nothing left to keep alive
             except Exception as exc:  # a store hiccup must not kill the training
                 log.warning("heartbeat failed: %s", exc)
 
@@ -189,17 +192,18 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     while True:
         # Before any run is claimed; until the study has a signature (a worker may join one
         # that has not trained yet), before each claim.
-        checked = checked or check_same_data(store, signature)
+        checked = checked or patiently(lambda: check_same_data(store, signature), "reading")
         try:
-            store.recover_stale(options.grace, options.max_attempts)
-            claim = store.claim(me)
+            patiently(lambda: store.recover_stale(options.grace, options.max_attempts),
+                      "looking for runs of silent workers")  # fmt: skip
+            claim = patiently(lambda: store.claim(me), "claiming a run")
             if claim is None and study is not None:
                 claim = _draw(store, study, me)
         except KeyboardInterrupt:  # Ctrl-C between taking a run and starting it
             store.put_back(me, "interrupted")
             raise
         if claim is None:
-            if not store.has_pending():
+            if not patiently(store.has_pending, "reading the queue"):
                 return done
             # Others still run, and one of them may die: look again soon, then less often.
             time.sleep(idle)
@@ -271,11 +275,12 @@ def _run_one(
     checkpoint: RunCheckpoint | None,
     should_stop=None,
 ) -> None:
-    store.set_environment(claim.trial_id, env)
+    patiently(lambda: store.set_environment(claim.trial_id, env), "recording the environment")
 
     def on_epoch(metrics) -> None:
         epoch = metrics.model_dump(mode="json")
-        store.record_epoch(claim.trial_id, epoch, intermediate_value(epoch))
+        patiently(lambda: store.record_epoch(claim.trial_id, epoch, intermediate_value(epoch)),
+                  f"recording epoch {metrics.epoch} of {claim.label}")  # fmt: skip
 
     log.info("start %s (attempt %d)", claim.label, claim.attempt)
     with heartbeat(store, claim.trial_id, options.heartbeat_interval):
@@ -289,18 +294,21 @@ def _run_one(
             raise
         except Exception as exc:  # recorded as the run's failure; the worker goes on
             log.warning("run %s failed: %s: %s", claim.label, type(exc).__name__, exc)
-            store.fail(
-                claim.trial_id,
-                f"{type(exc).__name__}: {exc}",
-                traceback="".join(traceback.format_exception(exc)),
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            trace = "".join(traceback.format_exception(exc))
+            patiently(lambda: store.fail(claim.trial_id, error, traceback=trace),
+                      f"recording the failure of {claim.label}")  # fmt: skip
             if checkpoint is not None:
                 checkpoint.remove()  # a failed run starts over when run again
             return
-    if checkpoint is not None:
+        diverged, pruned = result.stop_reason == "diverged", result.stop_reason == "pruned"
+        # Still beating while the store is waited for: a long outage is no sign of death.
+        stored = patiently(lambda: store.finish(claim.trial_id, result.model_dump(mode="json"),
+                                                diverged, pruned),
+                           f"storing the result of {claim.label}")  # fmt: skip
+    if checkpoint is not None:  # only now: had the result been lost, the retry would resume
         checkpoint.remove()
-    diverged, pruned = result.stop_reason == "diverged", result.stop_reason == "pruned"
-    if not store.finish(claim.trial_id, result.model_dump(mode="json"), diverged, pruned):
+    if not stored:
         log.warning("run %s was taken over by another worker; result discarded", claim.label)
 
 

@@ -49,15 +49,24 @@ class PostgresServer:
         subprocess.run(argv, check=True, capture_output=True, timeout=120)
 
     def start(self) -> PostgresServer:
-        data = self.dir / "data"
         # --no-sync, fsync off, no full-page writes: a throwaway cluster needs no durability
         # across a power cut, and its checkpoints then cost no disk flushes.
-        self._run(self.bin / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+        self._run(self.bin / "initdb", "-D", self.dir / "data", "-A", "trust", "-U", "postgres",
+                  "--no-sync")  # fmt: skip
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server on its cluster (again, after :meth:`pause`)."""
         durability = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         options = f'"-h 127.0.0.1 -p {self.port} -k {self.dir} {durability}"'
-        self._run(self.bin / "pg_ctl", "-D", data, "-o", options, "-l", self.dir / "log",
-                  "-w", "start")  # fmt: skip
-        return self
+        self._run(self.bin / "pg_ctl", "-D", self.dir / "data", "-o", options, "-l",
+                  self.dir / "log", "-w", "start")  # fmt: skip
+
+    def pause(self) -> None:
+        """Stop the server, keeping its cluster, as a database restart or an outage does: every
+        connection to it is cut."""
+        self._run(self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         try:

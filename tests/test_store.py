@@ -14,7 +14,15 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from cnnsweep.schema import epoch_key, intermediate_value
-from cnnsweep.store import Store, StoreError, StudyNotFound, resolve_url, this_worker
+from cnnsweep.store import (
+    Store,
+    StoreError,
+    StudyNotFound,
+    patiently,
+    resolve_url,
+    this_worker,
+    unreachable,
+)
 from tests.conftest import REPO
 
 
@@ -157,6 +165,45 @@ def test_on_postgresql_a_machine_whose_clock_runs_behind_keeps_its_run(postgres_
     assert abs(store.now() - beat) < 60 and abs(time.time() - beat) < 60  # one clock, here too
     time.sleep(0.3)
     assert store.recover_stale(grace_seconds=0.1, max_attempts=3) == ["run 0"]
+
+
+def test_a_result_waits_out_a_database_outage_and_is_stored(postgres, postgres_url):
+    """The database restarts (every connection cut) as a trained run's result is to be stored:
+    the worker's write is tried again until the server is back, and the result is stored. An
+    error other than the store being unreachable is raised at once; an outage longer than the
+    patience is raised after it."""
+    store = Store.open_or_create(postgres_url, "s")
+    store.enqueue_missing(runs(2))
+    first, second = store.claim(this_worker()), store.claim(this_worker())
+    result = {"test_accuracy": 50.0, "history": [{"epoch": 1, "val_accuracy": 40.0}]}
+    postgres.pause()
+    back = threading.Timer(0.5, postgres.resume)
+    back.start()
+    try:
+        started = time.monotonic()
+        assert patiently(lambda: store.finish(first.trial_id, result, False), "storing", 60)
+        assert time.monotonic() - started >= 0.4  # it did wait for the server
+    finally:
+        back.join()
+    (record, _) = store.records()
+    assert record.state == "complete" and record.result["test_accuracy"] == 50.0
+    calls = []
+
+    def refused() -> None:
+        calls.append(1)
+        raise ValueError("a write the store refuses")
+
+    with pytest.raises(ValueError):
+        patiently(refused, "writing", 60)
+    assert calls == [1]
+    postgres.pause()
+    try:
+        with pytest.raises(Exception) as raised:
+            patiently(lambda: store.heartbeat(second.trial_id), "beating", patience=0.3)
+        assert unreachable(raised.value)
+    finally:
+        postgres.resume()
+    assert store.records()[1].state == "running"
 
 
 def test_a_worker_interrupted_after_claiming_puts_its_run_back(store_url):
