@@ -506,6 +506,46 @@ def test_workers_from_the_command_line_and_the_reports_csv_columns(tmp_path, bar
         assert row.test_accuracy == result["test_accuracy"]
 
 
+def test_a_worker_rides_out_a_store_briefly_unreachable(tmp_path, bars_folder, monkeypatch,
+                                                         caplog):  # fmt: skip
+    """The store cannot be reached once as an epoch is recorded and once as a result is stored
+    (as when a database restarts): the worker tries each write again, says so, and finishes
+    the study with every epoch and result stored, each run once."""
+    from sqlalchemy.exc import OperationalError
+
+    from cnnsweep.runner import open_study_store, run_dicts
+
+    spec = write_spec(tmp_path / "script.toml", SEED_PROTOCOL.format(data=bars_folder))
+    journal = str(tmp_path / "journal.log")
+    study = load_study(str(spec))
+    open_study_store(study, journal, False).enqueue_missing(run_dicts(study))
+    outages = {"record_epoch": 1, "finish": 1}  # calls to fail, per store method
+
+    def flaky(name: str):
+        original = getattr(Store, name)
+
+        def call(self, *args, **kwargs):
+            if outages[name]:
+                outages[name] -= 1
+                refused = ConnectionRefusedError("connection refused")
+                raise OperationalError("(planted) connect", {}, refused)
+            return original(self, *args, **kwargs)
+
+        return call
+
+    for name in outages:
+        monkeypatch.setattr(Store, name, flaky(name))
+    args = ["worker", "--store", journal, "--study", "script", "--device", "cpu",
+            "--max-attempts", "1"]  # fmt: skip
+    assert main(args) == 0
+    assert outages == {"record_epoch": 0, "finish": 0}
+    said = caplog.text
+    assert "unreachable while recording epoch 1 of" in said and "while storing the result" in said
+    records = Store.open(journal, "script").records()
+    assert [(r.state, r.attempts) for r in records] == [("complete", 1), ("complete", 1)]
+    assert all(len(r.history) == r.result["epochs_trained"] for r in records)
+
+
 def test_other_data_is_refused_by_run_and_worker_with_the_store_untouched(
     tiny_spec, bars_folder, tmp_path, capsys, monkeypatch
 ):
