@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from cnnsweep.preflight import available_memory, device_memory, footprint, prefl
 from cnnsweep.progress import StudyProgress
 from cnnsweep.schema import level_label
 from cnnsweep.spec import Run, Study, StudySpec
-from cnnsweep.store import RunRecord, Store, StudyNotFound, study_folder
+from cnnsweep.store import RunRecord, Store, StudyNotFound, patiently, study_folder
 from cnnsweep.worker import WorkerOptions, check_same_data, worker_process
 
 # Local worker processes: each imports torch and holds its data (hundreds of MB), so thousands
@@ -356,7 +357,8 @@ def _supervise(
             multiprocessing.connection.wait([p.sentinel for p in processes if p.is_alive()],
                                             timeout=interval)  # fmt: skip
             started = time.monotonic()
-            records = store.records(epochs=False)
+            # A store out of reach for a while (its workers wait for it too) is waited out.
+            records = patiently(lambda: store.records(epochs=False), "reading the progress")
             interval = max(PROGRESS_INTERVAL, PROGRESS_COST * (time.monotonic() - started))
             progress.update(records)
             unfinished = any(r.state.pending for r in records)
@@ -366,7 +368,8 @@ def _supervise(
                 if restarts_left == 0:
                     continue
                 restarts_left -= 1
-                store.recover_stale(options[i].grace, options[i].max_attempts)
+                recover = partial(store.recover_stale, options[i].grace, options[i].max_attempts)
+                patiently(recover, "looking for runs of silent workers")
                 processes[i] = _start_worker(context, options[i])
     except KeyboardInterrupt:
         for process in processes:  # they got the same Ctrl-C: let them put their runs back
