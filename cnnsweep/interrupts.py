@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import Protocol
@@ -22,9 +23,12 @@ DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Lock(Protocol):
-    def acquire(self) -> bool: ...
+    def acquire(self) -> bool: ...  # waits until taken
 
     def release(self) -> None: ...
+
+
+WAIT_BETWEEN_ATTEMPTS_S = 0.25  # the longest pause between two attempts at a lock
 
 
 @contextlib.contextmanager
@@ -52,15 +56,32 @@ def interrupts_deferred() -> Iterator[None]:
 
 @contextlib.contextmanager
 def held(lock: Lock) -> Iterator[None]:
-    """``lock`` held for the block, taken and given up whole: a Ctrl-C meanwhile is delivered
-    once the lock is taken (inside the block, which then gives it up) or once it is given up. The
-    block itself may be interrupted as usual."""
-    taken = False
+    """``lock`` held for the block, taken and given up whole: a Ctrl-C as it is taken is
+    delivered once it is (inside the block, which then gives it up), one as it is given up once
+    that is done. A lock with ``try_acquire`` (one attempt, True if taken) is waited for between
+    attempts, where a Ctrl-C is delivered at once: nothing is held then, and a lock left by a
+    killed holder can take its whole grace to be broken. The block may be interrupted as usual."""
+    taken = [False]  # set inside the deferral: a Ctrl-C delivered at its end finds it set
     try:
-        with interrupts_deferred():
-            taken = lock.acquire()
+        _take(lock, taken)
         yield
     finally:
-        if taken:
+        if taken[0]:
             with interrupts_deferred():
                 lock.release()
+
+
+def _take(lock: Lock, taken: list[bool]) -> None:
+    attempt = getattr(lock, "try_acquire", None)
+    if attempt is None:  # a lock that only waits for itself: its wait is not interruptible
+        with interrupts_deferred():
+            taken[0] = lock.acquire()
+        return
+    pause = 0.001
+    while True:
+        with interrupts_deferred():
+            taken[0] = attempt()
+        if taken[0]:
+            return
+        time.sleep(pause)  # a Ctrl-C here is raised at once
+        pause = min(2 * pause, WAIT_BETWEEN_ATTEMPTS_S)

@@ -63,6 +63,42 @@ def _parse_line(raw: bytes, path: Path, number: int) -> dict[str, Any]:
     raise JournalError(f"corrupt journal {path}: line {number} is {problem}")
 
 
+class InterruptibleSymlinkLock(JournalFileSymlinkLock):
+    """Optuna's symlink lock (the same lock file: every release of cnnsweep, and Optuna itself,
+    exclude each other with it), taken an attempt at a time (:meth:`try_acquire`), so that
+    ``interrupts.held`` can deliver a Ctrl-C while it waits. Optuna's own ``acquire`` waits
+    until it has the lock, a lock left by a killed holder included: up to its grace."""
+
+    def __init__(self, filepath: str, grace_period: int) -> None:
+        super().__init__(filepath, grace_period=grace_period)
+        self._seen: tuple[float, float] | None = None  # (mtime last seen, monotonic time since)
+
+    def try_acquire(self) -> bool:
+        """One attempt: the lock taken if it is free (True); broken if it has stood unchanged
+        for the grace, as Optuna's ``acquire`` breaks it (its holder was killed)."""
+        try:
+            os.symlink(self._lock_target_file, self._lock_file)
+        except FileExistsError:
+            pass
+        else:
+            self._seen = None
+            return True
+        try:
+            mtime = os.stat(self._lock_file).st_mtime  # as Optuna's: the journal's, through it
+        except OSError:
+            return False  # given up meanwhile: the next attempt may take it
+        now = time.monotonic()
+        if self._seen is None or self._seen[0] != mtime:
+            self._seen = (mtime, now)
+        elif now - self._seen[1] > self.grace_period:
+            log.warning("cnnsweep: breaking the lock %s, left for %d s by a holder that was "
+                        "killed", self._lock_file, self.grace_period)  # fmt: skip
+            with contextlib.suppress(RuntimeError):  # another waiter broke it first
+                self.release()
+            self._seen = None
+        return False
+
+
 class CheckedJournalFile(JournalFileBackend):
     """Optuna's journal file, refusing damaged lines and repairing a torn last line."""
 
@@ -72,7 +108,7 @@ class CheckedJournalFile(JournalFileBackend):
         self.path = path.resolve()
         if self.path.exists() and not self.path.is_file():
             raise JournalError(f"store {path} is not a regular file")
-        lock = JournalFileSymlinkLock(str(self.path), grace_period=LOCK_GRACE)
+        lock = InterruptibleSymlinkLock(str(self.path), grace_period=LOCK_GRACE)
         super().__init__(str(self.path), lock_obj=lock)
         self.last_entry: dict[str, Any] = {}  # the operation read last (replay errors name it)
 
@@ -80,7 +116,7 @@ class CheckedJournalFile(JournalFileBackend):
         """Move a torn last line aside. Called once the whole file was read (and so checked,
         line by line, by read_logs), so that a damaged journal is refused untouched."""
         if self._torn_tail() is not None:
-            with interrupts_deferred(), held(self._lock):
+            with held(self._lock), interrupts_deferred():
                 self._repair_torn_tail()
 
     # --- checking ----------------------------------------------------------------------------
@@ -150,9 +186,9 @@ class CheckedJournalFile(JournalFileBackend):
                 yield self.last_entry
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        # Whole or not at all under a Ctrl-C, which is delivered after it: milliseconds, unless
-        # a lock left by a killed writer has to be waited out first.
-        with interrupts_deferred(), held(self._lock):
+        # Whole or not at all under a Ctrl-C: one while the lock is waited for is delivered at
+        # once, with nothing written; one once it is taken, after the append (milliseconds).
+        with held(self._lock), interrupts_deferred():
             self._repair_torn_tail()  # never glue a new line onto a torn one
             lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in logs)
             with self.path.open("ab") as handle:
@@ -199,8 +235,8 @@ class CheckedJournalStorage(JournalStorage):
         that two `cnnsweep run` of one study never both enqueue a run. A lock file of its own
         (the journal's lock is taken per append, inside this one); broken after ENQUEUE_GRACE
         seconds, should its holder have been killed."""
-        lock = JournalFileSymlinkLock(str(self._checked_backend.path) + ".enqueue",
-                                      grace_period=ENQUEUE_GRACE)  # fmt: skip
+        lock = InterruptibleSymlinkLock(str(self._checked_backend.path) + ".enqueue",
+                                        grace_period=ENQUEUE_GRACE)  # fmt: skip
         with held(lock):
             yield
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnsweep.journal import JournalError
+from cnnsweep.journal import InterruptibleSymlinkLock, JournalError
 from cnnsweep.store import Store
 from tests.conftest import cut_last_line, torn_files
 
@@ -72,22 +72,21 @@ def test_a_ctrl_c_as_a_lock_is_taken_leaves_no_lock_behind(
     """A Ctrl-C that arrives just after a lock's file is made (before Optuna's code would reach
     the try that removes it) is delivered once the lock is given up: the lock is not left for
     every other process to wait out its grace (10 s; the enqueue lock's 60 s). An append it
-    interrupts is whole."""
-    from optuna.storages.journal import JournalFileSymlinkLock
-
+    interrupts is made whole or not at all: here not at all (since 0.7.5 the Ctrl-C is
+    delivered as the lock is taken, and the lock given up, before the write starts)."""
     journal = tmp_path / "journal.log"
     store = Store.open_or_create(str(journal), "s")
     store.enqueue_missing(RUNS[:1])
     journal_lock = store.storage._checked_backend._lock
-    take = JournalFileSymlinkLock.acquire
+    take = InterruptibleSymlinkLock.try_acquire
 
     def take_then_ctrl_c(self) -> bool:
         taken = take(self)
-        if (self is journal_lock) == (lock == "journal"):
+        if taken and (self is journal_lock) == (lock == "journal"):
             os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt at the next bytecode
         return taken
 
-    monkeypatch.setattr(JournalFileSymlinkLock, "acquire", take_then_ctrl_c)
+    monkeypatch.setattr(InterruptibleSymlinkLock, "try_acquire", take_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         if lock == "journal":
             store.enqueue_missing(RUNS)
@@ -97,7 +96,33 @@ def test_a_ctrl_c_as_a_lock_is_taken_leaves_no_lock_behind(
     assert not list(tmp_path.glob("*.lock")), list(tmp_path.iterdir())
     monkeypatch.undo()
     appended = [r.run_id for r in Store.open(str(journal), "s").records()]
-    assert appended == (["r0", "r1", "r2"] if lock == "journal" else ["r0"])
+    assert appended == ["r0"]
+
+
+@pytest.mark.parametrize("lock", ["journal", "enqueue"])
+def test_a_ctrl_c_while_a_lock_left_by_a_killed_holder_is_waited_for_is_delivered_at_once(
+    lock, tmp_path, ctrl_c_raises
+):
+    """A lock left by a killed holder is broken only after its grace (10 s; the enqueue lock's
+    60 s). A Ctrl-C meanwhile, as `cnnsweep run` enqueues, is delivered at once (before 0.7.5,
+    after the grace): nothing is written, and the lock, which is not this process's, stays."""
+    journal = tmp_path / "journal.log"
+    store = Store.open_or_create(str(journal), "s")
+    store.enqueue_missing(RUNS[:1])
+    before = journal.read_bytes()
+    left = Path(f"{journal.resolve()}{'.enqueue' if lock == 'enqueue' else ''}.lock")
+    left.symlink_to(journal.resolve())  # as a holder killed while it held the lock leaves it
+    ctrl_c = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    ctrl_c.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.enqueue_missing(RUNS)
+    finally:
+        ctrl_c.join()
+    assert time.monotonic() - started < 2  # not the grace
+    assert left.is_symlink() and journal.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.glob("*.lock")) == [left.name]
 
 
 def test_a_writer_that_finds_a_torn_tail_repairs_it_before_appending(tmp_path):
