@@ -58,9 +58,10 @@ def interrupts_deferred() -> Iterator[None]:
 def held(lock: Lock) -> Iterator[None]:
     """``lock`` held for the block, taken and given up whole: a Ctrl-C as it is taken is
     delivered once it is (inside the block, which then gives it up), one as it is given up once
-    that is done. A lock with ``try_acquire`` (one attempt, True if taken) is waited for between
-    attempts, where a Ctrl-C is delivered at once: nothing is held then, and a lock left by a
-    killed holder can take its whole grace to be broken. The block may be interrupted as usual."""
+    that is done. A lock with ``attempts()`` (a generator of attempts, True once taken) is waited
+    for between attempts, where a Ctrl-C is delivered at once: nothing is held then, and a lock
+    left by a killed holder can take its whole grace to be broken. The block may be interrupted
+    as usual."""
     taken = [False]  # set inside the deferral: a Ctrl-C delivered at its end finds it set
     try:
         _take(lock, taken)
@@ -72,15 +73,15 @@ def held(lock: Lock) -> Iterator[None]:
 
 
 def _take(lock: Lock, taken: list[bool]) -> None:
-    attempt = getattr(lock, "try_acquire", None)
-    if attempt is None:  # a lock that only waits for itself: its wait is not interruptible
+    if not hasattr(lock, "attempts"):  # a lock that only waits for itself: not interruptible
         with interrupts_deferred():
             taken[0] = lock.acquire()
         return
+    wait = lock.attempts()
     pause = 0.001
     while True:
         with interrupts_deferred():
-            taken[0] = attempt()
+            taken[0] = next(wait)
         if taken[0]:
             return
         time.sleep(pause)  # a Ctrl-C here is raised at once

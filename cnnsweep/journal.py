@@ -65,38 +65,38 @@ def _parse_line(raw: bytes, path: Path, number: int) -> dict[str, Any]:
 
 class InterruptibleSymlinkLock(JournalFileSymlinkLock):
     """Optuna's symlink lock (the same lock file: every release of cnnsweep, and Optuna itself,
-    exclude each other with it), taken an attempt at a time (:meth:`try_acquire`), so that
+    exclude each other with it), waited for an attempt at a time (:meth:`attempts`), so that
     ``interrupts.held`` can deliver a Ctrl-C while it waits. Optuna's own ``acquire`` waits
     until it has the lock, a lock left by a killed holder included: up to its grace."""
 
-    def __init__(self, filepath: str, grace_period: int) -> None:
-        super().__init__(filepath, grace_period=grace_period)
-        self._seen: tuple[float, float] | None = None  # (mtime last seen, monotonic time since)
-
-    def try_acquire(self) -> bool:
-        """One attempt: the lock taken if it is free (True); broken if it has stood unchanged
-        for the grace, as Optuna's ``acquire`` breaks it (its holder was killed)."""
-        try:
-            os.symlink(self._lock_target_file, self._lock_file)
-        except FileExistsError:
-            pass
-        else:
-            self._seen = None
-            return True
-        try:
-            mtime = os.stat(self._lock_file).st_mtime  # as Optuna's: the journal's, through it
-        except OSError:
-            return False  # given up meanwhile: the next attempt may take it
-        now = time.monotonic()
-        if self._seen is None or self._seen[0] != mtime:
-            self._seen = (mtime, now)
-        elif now - self._seen[1] > self.grace_period:
-            log.warning("cnnsweep: breaking the lock %s, left for %d s by a holder that was "
-                        "killed", self._lock_file, self.grace_period)  # fmt: skip
-            with contextlib.suppress(RuntimeError):  # another waiter broke it first
-                self.release()
-            self._seen = None
-        return False
+    def attempts(self) -> Iterator[bool]:
+        """One wait for the lock, an attempt per ``next()``: True once it is taken. A lock
+        that stands unchanged for the grace during this wait is broken, as Optuna's ``acquire``
+        breaks it (its holder was killed)."""
+        seen: tuple[float, float] | None = None  # (the lock's mtime, when first seen so)
+        while True:
+            try:
+                os.symlink(self._lock_target_file, self._lock_file)
+            except FileExistsError:
+                pass
+            else:
+                yield True
+                return
+            try:
+                mtime = os.stat(self._lock_file).st_mtime  # as Optuna's: the journal's, through it
+            except OSError:  # given up meanwhile: the next attempt may take it
+                yield False
+                continue
+            now = time.monotonic()
+            if seen is None or seen[0] != mtime:
+                seen = (mtime, now)
+            elif now - seen[1] > self.grace_period:
+                log.warning("cnnsweep: breaking the lock %s, left for %d s by a holder that was "
+                            "killed", self._lock_file, self.grace_period)  # fmt: skip
+                with contextlib.suppress(RuntimeError):  # another waiter broke it first
+                    self.release()
+                seen = None
+            yield False
 
 
 class CheckedJournalFile(JournalFileBackend):
