@@ -591,8 +591,7 @@ class Store:
         """Store one epoch's metrics (its own attribute: writes stay small as runs grow long)
         and the monitored value as Optuna's intermediate value. (No heartbeat: the worker's
         heartbeat thread writes one every --heartbeat seconds, epochs or not.) A Ctrl-C between
-        the two writes waits for the second: a pruner reads the intermediate values, and a
-        retry from the checkpoint would not write this epoch's again."""
+        the two writes waits for the second: a pruner reads the intermediate values."""
         with interrupts_deferred():
             self._write_epoch(trial_id, epoch, monitored)
 

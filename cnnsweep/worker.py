@@ -192,7 +192,8 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
     while True:
         # Before any run is claimed; until the study has a signature (a worker may join one
         # that has not trained yet), before each claim.
-        checked = checked or patiently(lambda: check_same_data(store, signature), "reading")
+        checked = checked or patiently(lambda: check_same_data(store, signature),
+                                       "reading the study's data signature")  # fmt: skip
         try:
             patiently(lambda: store.recover_stale(options.grace, options.max_attempts),
                       "looking for runs of silent workers")  # fmt: skip
