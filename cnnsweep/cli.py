@@ -307,12 +307,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = Store.open(args.store, _study_name(args))
     records = store.records(epochs=False)
+    data = store.data_signature()
     if args.json:
-        document = {"study": store.study_name, "store": store.display_url,
+        document = {"study": store.study_name, "store": store.display_url, "data": data,
                     **status_document(records, now=store.now())}  # fmt: skip
         print(json.dumps(document, indent=2))
         return 0
     print(f"study {store.study_name} ({store.display_url})")
+    if data is not None:
+        shape = "x".join(str(n) for n in data["image_shape"])
+        print(
+            f"data: {data['train_images']:,} training and {data['test_images']:,} test images "
+            f"({shape}, {len(data['classes'])} classes; sha256 {data['sha256'][:12]})"
+        )
     print(status_text(records, now=store.now()))
     return 0
 

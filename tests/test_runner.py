@@ -557,7 +557,12 @@ def test_other_data_is_refused_by_run_and_worker_with_the_store_untouched(
     spec = tiny_spec(name="signed", epochs=1, seeds=1)
     assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 0
     store = Store.open(None, "signed")
-    assert store.data_signature() == load_data(bars_folder).signature()
+    signature = store.data_signature()
+    assert signature == load_data(bars_folder).signature()
+    capsys.readouterr()
+    assert main(["status", "--study", "signed"]) == 0  # what the workers are checked against
+    assert (f"data: 400 training and 100 test images (1x28x28, 10 classes; sha256 "
+            f"{signature['sha256'][:12]})") in capsys.readouterr().out  # fmt: skip
     copy = shutil.copytree(bars_folder, tmp_path / "elsewhere" / "bars")
     assert load_data(copy).signature() == store.data_signature()  # another path, the same data
     packed = tar_folder(bars_folder, tmp_path / "bars.tar.gz")
