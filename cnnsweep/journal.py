@@ -72,8 +72,10 @@ class InterruptibleSymlinkLock(JournalFileSymlinkLock):
     def attempts(self) -> Iterator[bool]:
         """One wait for the lock, an attempt per ``next()``: True once it is taken. A lock
         that stands unchanged for the grace during this wait is broken, as Optuna's ``acquire``
-        breaks it (its holder was killed)."""
-        seen: tuple[float, float] | None = None  # (the lock's mtime, when first seen so)
+        breaks it (its holder was killed). Unchanged: the same lock file (not one another
+        waiter made after breaking the first: Optuna's check, on the journal's time alone,
+        lets two waiters break it in turn), and the journal not written to meanwhile."""
+        seen: tuple[tuple, float] | None = None  # (the lock as last seen, when first seen so)
         while True:
             try:
                 os.symlink(self._lock_target_file, self._lock_file)
@@ -83,13 +85,15 @@ class InterruptibleSymlinkLock(JournalFileSymlinkLock):
                 yield True
                 return
             try:
-                mtime = os.stat(self._lock_file).st_mtime  # as Optuna's: the journal's, through it
+                link = os.lstat(self._lock_file)  # this lock file, not another made since
+                journal = os.stat(self._lock_file)  # as Optuna's: the journal, through it
             except OSError:  # given up meanwhile: the next attempt may take it
                 yield False
                 continue
+            state = (link.st_ino, link.st_ctime_ns, journal.st_mtime_ns)
             now = time.monotonic()
-            if seen is None or seen[0] != mtime:
-                seen = (mtime, now)
+            if seen is None or seen[0] != state:
+                seen = (state, now)
             elif now - seen[1] > self.grace_period:
                 log.warning("cnnsweep: breaking the lock %s, left for %d s by a holder that was "
                             "killed", self._lock_file, self.grace_period)  # fmt: skip

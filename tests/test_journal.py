@@ -65,6 +65,29 @@ def test_a_lock_left_by_a_killed_writer_is_broken_after_its_grace(tmp_path, monk
     assert [r.run_id for r in Store.open(str(journal), "s").records()] == ["r0", "r1", "r2"]
 
 
+@pytest.mark.filterwarnings("ignore:The value of `grace_period` might be too small")
+def test_a_waiter_breaks_only_the_lock_it_saw_stand_for_the_grace(tmp_path):
+    """Two waiters behind a lock left by a killed holder: the first breaks it after the grace
+    and takes the lock anew. The second, which has watched the old lock as long, must not
+    break the new one (the journal unchanged meanwhile: Optuna's check alone would), only a
+    lock that stands unchanged for a whole grace of its own."""
+    journal = (tmp_path / "journal.log").resolve()
+    journal.write_text("")
+    lock_file = Path(f"{journal}.lock")
+    lock_file.symlink_to(journal)  # left by a killed holder
+    second = InterruptibleSymlinkLock(str(journal), grace_period=1).attempts()
+    assert next(second) is False  # it starts watching the old lock
+    time.sleep(1.1)
+    lock_file.unlink()  # the first waiter breaks the old lock ...
+    lock_file.symlink_to(journal)  # ... and takes it: a new lock file, the journal as it was
+    assert next(second) is False and next(second) is False
+    assert lock_file.is_symlink()  # not broken
+    time.sleep(1.1)  # the new lock, in turn, stands a whole grace (its holder killed too)
+    assert next(second) is False  # broken now ...
+    assert next(second) is True  # ... and taken
+    assert lock_file.is_symlink()
+
+
 @pytest.mark.parametrize("lock", ["journal", "enqueue"])
 def test_a_ctrl_c_as_a_lock_is_taken_leaves_no_lock_behind(
     lock, tmp_path, monkeypatch, ctrl_c_raises
