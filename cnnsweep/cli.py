@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import sys
+import time
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -300,12 +302,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json
-
     from cnnsweep.progress import status_document, status_text
     from cnnsweep.store import Store
 
+    if args.watch is not None:
+        if args.json:
+            raise CnnsweepError("give --watch or --json, not both")
+        if not (math.isfinite(args.watch) and args.watch >= MIN_WATCH_S):
+            raise CnnsweepError(f"invalid --watch {args.watch:g}: seconds, at least {MIN_WATCH_S}")
     store = Store.open(args.store, _study_name(args))
+    if args.watch is not None:
+        _watch(store, args.watch)
     records = store.records(epochs=False)
     data = store.data_signature()
     if args.json:
@@ -322,6 +329,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     print(status_text(records, now=store.now()))
     return 0
+
+
+MIN_WATCH_S = 0.1  # --watch: the shortest pause between two reads of the store (seconds)
+
+
+def _watch(store, interval: float) -> None:
+    """Show the study as it goes (a live display at a terminal, else a line as each run starts,
+    trains an epoch and ends) until nothing waits or runs; Ctrl-C stops watching, nothing else."""
+    from cnnsweep.progress import StudyProgress
+    from cnnsweep.store import patiently
+
+    records = patiently(lambda: store.records(epochs=False), "reading the study")
+    progress = StudyProgress(total=len(records), workers=1, stream=sys.stdout)
+    try:
+        while True:
+            progress.workers = max(1, sum(r.state == "running" for r in records))
+            progress.update(records)
+            if not any(r.state.pending for r in records):
+                return
+            time.sleep(interval)
+            records = patiently(lambda: store.records(epochs=False), "reading the study")
+    finally:
+        progress.close()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -448,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_ref(status)
     status.add_argument("--json", action="store_true",
                         help="one JSON object on standard output, for scripts")  # fmt: skip
+    status.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                        help="follow the study until nothing waits or runs (every 2 s unless "
+                        "told), then print its status")  # fmt: skip
     status.set_defaults(handler=cmd_status)
 
     export = commands.add_parser("export", help="write the results table")

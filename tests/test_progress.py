@@ -3,6 +3,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 from rich.console import Console
 
@@ -146,3 +148,42 @@ def test_status_json_gives_scripts_what_the_text_says(tmp_path, capsys):
     assert main(["status", "--study", "s", "--store", journal]) == 0
     text = capsys.readouterr().out
     assert "waiting: 1  running: 1  complete: 1  diverged: 0  failed: 1  lost: 1" in text
+
+
+def test_status_watch_follows_a_study_until_nothing_waits_or_runs(tmp_path, capsys):
+    """`cnnsweep status --watch` while another process (here, a thread) trains the runs: a line
+    as each starts, trains an epoch and ends, then the final status; it returns once nothing
+    waits or runs."""
+    journal = str(tmp_path / "journal.log")
+    store = Store.open_or_create(journal, "s")
+    store.enqueue_missing([
+        {"run_id": f"r{i}", "index": i, "label": f"run {i}", "config": {"max_epochs": 1},
+         "factors": {"lr": i}, "params": {"lr": i}}
+        for i in range(2)
+    ])  # fmt: skip
+    first = store.claim(this_worker())  # already running when the watch starts
+
+    def train_them() -> None:
+        elsewhere = Store.open(journal, "s")
+        for claim in (first, None):
+            claim = claim or elsewhere.claim(this_worker())
+            time.sleep(0.4)
+            elsewhere.record_epoch(claim.trial_id, EPOCH, EPOCH["val_accuracy"])
+            time.sleep(0.4)
+            result = {"test_accuracy": 50.0, "epochs_trained": 1, "history": [EPOCH]}
+            elsewhere.finish(claim.trial_id, result, False)
+
+    trainer = threading.Thread(target=train_them)
+    trainer.start()
+    try:
+        assert main(["status", "--study", "s", "--store", journal, "--watch", "0.1"]) == 0
+    finally:
+        trainer.join()
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "start    run 0 (attempt 1)"
+    assert "  epoch 1/1 run 0 loss=1.500 acc=40.0 val_acc=35.0" in lines
+    assert any(line.startswith("[1/2] complete run 0 test_acc=50.00 epochs=1") for line in lines)
+    assert "start    run 1 (attempt 1)" in lines
+    assert any(line.startswith("[2/2] complete run 1") for line in lines)
+    assert "runs: 2  waiting: 0  running: 0  complete: 2" in out  # then the final status
