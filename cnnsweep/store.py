@@ -85,6 +85,7 @@ def _boot_id() -> str:
 
 
 STORE_PATIENCE_S = 300.0  # how long a worker retries a write while the database is unreachable
+FIRST_RETRY_S = 0.5  # the first pause before such a retry; each next one twice as long, up to 30 s
 T = TypeVar("T")
 
 
@@ -106,7 +107,7 @@ def patiently(write: Callable[[], T], what: str, patience: float = STORE_PATIENC
     """``write()``, tried again with backoff while the database is unreachable (a restart, a
     network outage), for up to ``patience`` seconds: an epoch or a trained result is not lost to
     an outage shorter than that. Any other error is raised at once."""
-    deadline, delay = time.monotonic() + patience, 0.5
+    deadline, delay = time.monotonic() + patience, FIRST_RETRY_S
     while True:
         try:
             return write()

@@ -75,14 +75,14 @@ def test_a_waiter_breaks_only_the_lock_it_saw_stand_for_the_grace(tmp_path):
     journal.write_text("")
     lock_file = Path(f"{journal}.lock")
     lock_file.symlink_to(journal)  # left by a killed holder
-    second = InterruptibleSymlinkLock(str(journal), grace_period=1).attempts()
+    second = InterruptibleSymlinkLock(str(journal), grace_period=0.3).attempts()
     assert next(second) is False  # it starts watching the old lock
-    time.sleep(1.1)
+    time.sleep(0.35)
     lock_file.unlink()  # the first waiter breaks the old lock ...
     lock_file.symlink_to(journal)  # ... and takes it: a new lock file, the journal as it was
     assert next(second) is False and next(second) is False
     assert lock_file.is_symlink()  # not broken
-    time.sleep(1.1)  # the new lock, in turn, stands a whole grace (its holder killed too)
+    time.sleep(0.35)  # the new lock, in turn, stands a whole grace (its holder killed too)
     assert next(second) is False  # broken now ...
     assert next(second) is True  # ... and taken
     assert lock_file.is_symlink()

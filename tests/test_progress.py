@@ -167,9 +167,9 @@ def test_status_watch_follows_a_study_until_nothing_waits_or_runs(tmp_path, caps
         elsewhere = Store.open(journal, "s")
         for claim in (first, None):
             claim = claim or elsewhere.claim(this_worker())
-            time.sleep(0.4)
+            time.sleep(0.3)
             elsewhere.record_epoch(claim.trial_id, EPOCH, EPOCH["val_accuracy"])
-            time.sleep(0.4)
+            time.sleep(0.3)
             result = {"test_accuracy": 50.0, "epochs_trained": 1, "history": [EPOCH]}
             elsewhere.finish(claim.trial_id, result, False)
 

@@ -27,7 +27,14 @@ from cnnsweep.runner import study_estimate
 from cnnsweep.spec import load_study
 from cnnsweep.store import Store, StoreError
 from cnnsweep.worker import check_speed
-from tests.conftest import cut_last_line, tar_folder, torn_files, write_spec
+from tests.conftest import (
+    TINY_STUDY,
+    cut_last_line,
+    tar_folder,
+    torn_files,
+    write_image_folder,
+    write_spec,
+)
 
 
 def cnnsweep(*args: str, cwd, **kwargs) -> subprocess.Popen:
@@ -535,6 +542,7 @@ def test_a_worker_rides_out_a_store_briefly_unreachable(tmp_path, bars_folder, m
 
     for name in outages:
         monkeypatch.setattr(Store, name, flaky(name))
+    monkeypatch.setattr("cnnsweep.store.FIRST_RETRY_S", 0.01)  # the retries' pauses, shortened
     args = ["worker", "--store", journal, "--study", "script", "--device", "cpu",
             "--max-attempts", "1"]  # fmt: skip
     assert main(args) == 0
@@ -547,37 +555,38 @@ def test_a_worker_rides_out_a_store_briefly_unreachable(tmp_path, bars_folder, m
 
 
 def test_other_data_is_refused_by_run_and_worker_with_the_store_untouched(
-    tiny_spec, bars_folder, tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch
 ):
     """A study records the signature of the data it trains on (sizes, classes, a hash of the
     decoded pixels); `cnnsweep run` and `cnnsweep worker` with other data (one pixel changed,
     or one class more) are refused in one line, exit 2, the journal byte for byte as it was.
     The same images elsewhere, or in another format, are the same data."""
     monkeypatch.chdir(tmp_path)
-    spec = tiny_spec(name="signed", epochs=1, seeds=1)
+    images = write_image_folder(tmp_path / "images", train_per_class=8, test_per_class=2)
+    spec = write_spec(tmp_path / "signed.toml",
+                      TINY_STUDY.format(name="signed", data=images, epochs=1, seeds=1))  # fmt: skip
     assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 0
     store = Store.open(None, "signed")
     signature = store.data_signature()
-    assert signature == load_data(bars_folder).signature()
+    assert signature == load_data(images).signature()
     capsys.readouterr()
     assert main(["status", "--study", "signed"]) == 0  # what the workers are checked against
-    assert (f"data: 400 training and 100 test images (1x28x28, 10 classes; sha256 "
+    assert (f"data: 80 training and 20 test images (1x28x28, 10 classes; sha256 "
             f"{signature['sha256'][:12]})") in capsys.readouterr().out  # fmt: skip
-    copy = shutil.copytree(bars_folder, tmp_path / "elsewhere" / "bars")
-    assert load_data(copy).signature() == store.data_signature()  # another path, the same data
-    packed = tar_folder(bars_folder, tmp_path / "bars.tar.gz")
-    assert load_data(packed).signature() == store.data_signature()  # another format, too
-    changed = shutil.copytree(bars_folder, tmp_path / "changed")
+    copy = shutil.copytree(images, tmp_path / "elsewhere" / "images")
+    assert load_data(copy).signature() == signature  # another path, the same data
+    packed = tar_folder(images, tmp_path / "images.tar.gz")
+    assert load_data(packed).signature() == signature  # another format, too
+    changed = shutil.copytree(images, tmp_path / "changed")
     image = changed / "train" / "class3" / "0002.png"
     pixels = np.array(Image.open(image))
     pixels[0, 0] ^= 1  # one bit of one pixel
     Image.fromarray(pixels).save(image)
-    more = shutil.copytree(bars_folder, tmp_path / "more")
+    more = shutil.copytree(images, tmp_path / "more")
     for split in ("train", "test"):
         shutil.copytree(more / split / "class0", more / split / "class10")
     journal = tmp_path / "runs" / "signed" / "journal.log"
     before = journal.read_bytes()
-    capsys.readouterr()
     for argv, words in [
         (["run", str(spec), "--devices", "cpu", "--data", str(changed)], "other pixels"),
         (["worker", "--study", "signed", "--device", "cpu", "--data", str(changed)],
@@ -589,4 +598,3 @@ def test_other_data_is_refused_by_run_and_worker_with_the_store_untouched(
         assert err.count("\n") == 1 and "is not the data study 'signed' trains on" in err, err
         assert words in err, err
     assert journal.read_bytes() == before
-    assert main(["run", str(spec), "--devices", "cpu", "--data", str(copy), "--no-report"]) == 0
