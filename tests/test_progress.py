@@ -100,17 +100,23 @@ def test_no_standard_error_at_all_shows_nothing_and_goes_on(monkeypatch, capsys)
     progress.close()
 
 
+def journal_with_runs(journal: str, count: int, max_epochs: int) -> Store:
+    """Study "s" on a journal file, with ``count`` runs waiting ("run 0", "run 1", ...)."""
+    store = Store.open_or_create(journal, "s")
+    store.enqueue_missing([
+        {"run_id": f"r{i}", "index": i, "label": f"run {i}", "config": {"max_epochs": max_epochs},
+         "factors": {"lr": i}, "params": {"lr": i}}
+        for i in range(count)
+    ])  # fmt: skip
+    return store
+
+
 def test_status_json_gives_scripts_what_the_text_says(tmp_path, capsys):
     """`cnnsweep status --json` on a real journal with a run in each state: a finished one, one
     in flight at its first epoch, one lost (its worker's process is gone), one failed with a
     traceback, one waiting. The counts match the text's, every state is counted, zeros too."""
     journal = str(tmp_path / "journal.log")
-    store = Store.open_or_create(journal, "s")
-    store.enqueue_missing([
-        {"run_id": f"r{i}", "index": i, "label": f"run {i}", "config": {"max_epochs": 3},
-         "factors": {"lr": i}, "params": {"lr": i}}
-        for i in range(5)
-    ])  # fmt: skip
+    store = journal_with_runs(journal, count=5, max_epochs=3)
     me = this_worker()
     done, flying = store.claim(me), store.claim(me)
     assert store.finish(done.trial_id, {"test_accuracy": 50.0, "history": []}, False)
@@ -155,12 +161,7 @@ def test_status_watch_follows_a_study_until_nothing_waits_or_runs(tmp_path, caps
     as each starts, trains an epoch and ends, then the final status; it returns once nothing
     waits or runs."""
     journal = str(tmp_path / "journal.log")
-    store = Store.open_or_create(journal, "s")
-    store.enqueue_missing([
-        {"run_id": f"r{i}", "index": i, "label": f"run {i}", "config": {"max_epochs": 1},
-         "factors": {"lr": i}, "params": {"lr": i}}
-        for i in range(2)
-    ])  # fmt: skip
+    store = journal_with_runs(journal, count=2, max_epochs=1)
     first = store.claim(this_worker())  # already running when the watch starts
 
     def train_them() -> None:
