@@ -321,17 +321,17 @@ class Store:
         """Open an existing study of cnnsweep's; a missing one is an error (nothing is created),
         and so is one that cnnsweep did not create (nothing in it is touched)."""
         resolved = resolve_url(url, study_name)
-        storage = _open_storage(resolved, create=False)
+        storage = _open_storage(resolved, create=False)  # None: a database with no tables
         try:
-            if storage is None:  # a database with no Optuna tables: no study at all
-                raise KeyError(study_name)
-            store = cls(storage, study_name, resolved)
+            store = cls(storage, study_name, resolved) if storage is not None else None
         except KeyError:
+            store = None
+        if store is None:
             studies = storage.get_all_studies() if storage is not None else []
             names = ", ".join(s.study_name for s in studies) or "none"
             raise StudyNotFound(
                 f"no study {study_name!r} in store {redact(resolved)}; studies there: {names}"
-            ) from None
+            )
         if not store.is_ours():
             raise store._foreign()
         return store
