@@ -239,6 +239,10 @@ def _open_storage(url: str, create: bool) -> BaseStorage | None:
         raise StoreError(f"cannot reach store {redact(url)}: {reason}") from None
 
 
+# The attributes of a claimed run's trial that make its ClaimedRun, in the dataclass's order.
+CLAIMED_ATTRS = (Attr.RUN_ID, Attr.CONFIG, Attr.LABEL, Attr.ATTEMPT)
+
+
 @dataclass
 class ClaimedRun:
     """A run a worker has taken from the queue: its trial (to record into) and its config."""
@@ -500,9 +504,8 @@ class Store:
             except UpdateFinishedTrialError:
                 return None
             taken = {Attr.WORKER: worker, Attr.HEARTBEAT: self.now()}
-            needed = [Attr.RUN_ID, Attr.CONFIG, Attr.LABEL, Attr.ATTEMPT]
             if self._sql is not None:
-                attrs = self._sql.mark_taken(trial_id, taken, needed)
+                attrs = self._sql.mark_taken(trial_id, taken, list(CLAIMED_ATTRS))
             else:
                 for key, value in taken.items():
                     self.storage.set_trial_user_attr(trial_id, key, value)
@@ -511,7 +514,7 @@ class Store:
                     self._set_aside(trial_id)
                     return None
                 attrs = trial.user_attrs
-            return ClaimedRun(trial_id, *(attrs[key] for key in needed))
+            return ClaimedRun(trial_id, *(attrs[key] for key in CLAIMED_ATTRS))
 
     def _waiting_head(self) -> list[int]:
         """The trial ids of the first waiting runs, in study order (trials that are not runs of
@@ -631,8 +634,19 @@ class Store:
                     values = [float(result["test_accuracy"])]
                     self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
             except UpdateFinishedTrialError:
-                return False
+                # Closed already: by this very call's earlier try, whose reply was lost after
+                # the database committed it (the result is then ours, stored), or by another
+                # worker that took the run over (it failed this trial; no result of ours).
+                return self._closed_with(trial_id, result)
             return True
+
+    def _closed_with(self, trial_id: int, result: dict[str, Any]) -> bool:
+        """Whether the run is closed as done with exactly ``result`` stored (no other worker
+        stores a result in this trial: a run taken over goes on in a trial of its own)."""
+        trial = self.storage.get_trial(trial_id)
+        stored = trial.user_attrs.get(Attr.RESULT)
+        done = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        return done and stored == {k: v for k, v in result.items() if k != "history"}
 
     def fail(
         self, trial_id: int, error: str, *, traceback: str | None = None, retry: bool = False
@@ -670,6 +684,17 @@ class Store:
             if enqueue_attempt is not None:  # the retry keeps the trial's parameters (0.2.0: none)
                 self._enqueue(trial.user_attrs, enqueue_attempt, trial.params, trial.distributions)
             return True
+
+    def held_run(self, worker: dict[str, Any]) -> ClaimedRun | None:
+        """A run that ``worker`` holds, claimed (or drawn) whole, or None. Between its runs a
+        worker holds none, unless a claim's reply was lost after the database committed it:
+        the retry then takes up that run, which would otherwise wait out the grace."""
+        for trial in self._trials(TrialState.RUNNING):
+            attrs = trial.user_attrs
+            mine = attrs.get(Attr.WORKER, {}).get("id") == worker["id"]
+            if mine and all(key in attrs for key in CLAIMED_ATTRS):
+                return ClaimedRun(trial._trial_id, *(attrs[key] for key in CLAIMED_ATTRS))
+        return None
 
     def put_back(self, worker: dict[str, Any], error: str) -> int:
         """Every run ``worker`` holds goes back to the queue (same attempt): a worker interrupted

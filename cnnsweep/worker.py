@@ -197,9 +197,7 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
         try:
             patiently(lambda: store.recover_stale(options.grace, options.max_attempts),
                       "looking for runs of silent workers")  # fmt: skip
-            claim = patiently(lambda: store.claim(me), "claiming a run")
-            if claim is None and study is not None:
-                claim = _draw(store, study, me)
+            claim = _next_run(store, study, me)
         except KeyboardInterrupt:  # Ctrl-C between taking a run and starting it
             store.put_back(me, "interrupted")
             raise
@@ -234,6 +232,26 @@ def check_speed(document: dict, speed: dict[str, Any]) -> None:
     configs = study.search_probes() if searching else [run.config for run in study.runs()]
     for config in configs:
         with_speed(config, speed)
+
+
+def _next_run(store: Store, study: Study | None, me: dict) -> ClaimedRun | None:
+    """The next run for this worker: the first waiting one or, in a search, a new draw; None
+    when there is none. Tried again while the store is unreachable. A claim whose reply was
+    lost may still have been committed: a retry first takes up the run this worker then holds
+    (it holds none between runs), rather than leave it to wait out the grace."""
+    tries = 0
+
+    def attempt() -> ClaimedRun | None:
+        nonlocal tries
+        tries += 1
+        if tries > 1 and (held := store.held_run(me)) is not None:
+            return held
+        claim = store.claim(me)
+        if claim is None and study is not None:
+            claim = _draw(store, study, me)
+        return claim
+
+    return patiently(attempt, "claiming a run")
 
 
 def _draw(store: Store, study: Study, me: dict) -> ClaimedRun | None:

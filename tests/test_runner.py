@@ -513,36 +513,52 @@ def test_workers_from_the_command_line_and_the_reports_csv_columns(tmp_path, bar
         assert row.test_accuracy == result["test_accuracy"]
 
 
-def test_a_worker_rides_out_a_store_briefly_unreachable(tmp_path, bars_folder, monkeypatch,
-                                                         caplog):  # fmt: skip
-    """The store cannot be reached once as an epoch is recorded and once as a result is stored
-    (as when a database restarts): the worker tries each write again, says so, and finishes
-    the study with every epoch and result stored, each run once."""
-    from sqlalchemy.exc import OperationalError
-
+def enqueued_journal(tmp_path: Path, spec_text: str) -> str:
+    """A journal store with the study of ``spec_text`` enqueued, as `cnnsweep run` leaves it
+    for workers on other machines."""
     from cnnsweep.runner import open_study_store, run_dicts
 
-    spec = write_spec(tmp_path / "script.toml", SEED_PROTOCOL.format(data=bars_folder))
+    spec = write_spec(tmp_path / "study.toml", spec_text)
     journal = str(tmp_path / "journal.log")
     study = load_study(str(spec))
     open_study_store(study, journal, False).enqueue_missing(run_dicts(study))
-    outages = {"record_epoch": 1, "finish": 1}  # calls to fail, per store method
+    return journal
+
+
+def plant_outages(monkeypatch, outages: dict[str, int], after_commit: bool = False) -> None:
+    """The next ``outages[name]`` calls of each Store method ``name`` raise the connection
+    error a database restart gives: before the call writes anything or, ``after_commit``,
+    once it has written everything, as when a committed write's reply is lost. The counts go
+    down as they are used. The retries' pauses are shortened."""
+    from sqlalchemy.exc import OperationalError
 
     def flaky(name: str):
         original = getattr(Store, name)
 
         def call(self, *args, **kwargs):
-            if outages[name]:
-                outages[name] -= 1
-                refused = ConnectionRefusedError("connection refused")
-                raise OperationalError("(planted) connect", {}, refused)
-            return original(self, *args, **kwargs)
+            if not outages[name]:
+                return original(self, *args, **kwargs)
+            outages[name] -= 1
+            if after_commit:
+                original(self, *args, **kwargs)
+            refused = ConnectionRefusedError("connection refused")
+            raise OperationalError("(planted) connect", {}, refused)
 
         return call
 
     for name in outages:
         monkeypatch.setattr(Store, name, flaky(name))
-    monkeypatch.setattr("cnnsweep.store.FIRST_RETRY_S", 0.01)  # the retries' pauses, shortened
+    monkeypatch.setattr("cnnsweep.store.FIRST_RETRY_S", 0.01)
+
+
+def test_a_worker_rides_out_a_store_briefly_unreachable(tmp_path, bars_folder, monkeypatch,
+                                                         caplog):  # fmt: skip
+    """The store cannot be reached once as an epoch is recorded and once as a result is stored
+    (as when a database restarts): the worker tries each write again, says so, and finishes
+    the study with every epoch and result stored, each run once."""
+    journal = enqueued_journal(tmp_path, SEED_PROTOCOL.format(data=bars_folder))
+    outages = {"record_epoch": 1, "finish": 1}  # calls to fail, per store method
+    plant_outages(monkeypatch, outages)
     args = ["worker", "--store", journal, "--study", "script", "--device", "cpu",
             "--max-attempts", "1"]  # fmt: skip
     assert main(args) == 0
@@ -552,6 +568,67 @@ def test_a_worker_rides_out_a_store_briefly_unreachable(tmp_path, bars_folder, m
     records = Store.open(journal, "script").records()
     assert [(r.state, r.attempts) for r in records] == [("complete", 1), ("complete", 1)]
     assert all(len(r.history) == r.result["epochs_trained"] for r in records)
+
+
+def test_replies_lost_after_the_database_committed_lose_no_run_and_train_none_twice(
+    tmp_path, bars_folder, monkeypatch, caplog
+):
+    """The database commits a claim and a result, but the replies are lost (the connection
+    drops just after the commit). The claim's retry takes up the run it had claimed: it does
+    not claim another and leave that one to wait out the grace and train again. The result's
+    retry finds the result stored: it does not report it discarded."""
+    journal = enqueued_journal(tmp_path, SEED_PROTOCOL.format(data=bars_folder))
+    outages = {"claim": 1, "finish": 1}
+    plant_outages(monkeypatch, outages, after_commit=True)
+    # A grace of 3 s: a run claimed and left would be taken over and trained again in the test.
+    args = ["worker", "--store", journal, "--study", "script", "--device", "cpu",
+            "--heartbeat", "1", "--grace", "3"]  # fmt: skip
+    assert main(args) == 0
+    assert outages == {"claim": 0, "finish": 0}
+    assert "claiming a run" in caplog.text and "while storing the result" in caplog.text
+    assert "discarded" not in caplog.text
+    store = Store.open(journal, "script")
+    assert [(r.state, r.attempts) for r in store.records()] == [("complete", 1), ("complete", 1)]
+    assert [t.state.name for t in store.storage.get_all_trials(store.study_id)] == [
+        "COMPLETE", "COMPLETE"
+    ]  # fmt: skip
+
+
+def test_a_search_draw_whose_reply_is_lost_is_taken_up_not_drawn_again(
+    tmp_path, bars_folder, monkeypatch, caplog
+):
+    """A search's draw (Optuna's ask, then the run's attributes) committed but its reply lost:
+    the worker tries again, takes up the run it drew, and the search ends within its budget
+    with no draw left over. Before, the error ended the worker."""
+    search = SEARCH_PROTOCOL.format(data=bars_folder)
+    journal = enqueued_journal(tmp_path, search)
+    outages = {"ask": 1}
+    plant_outages(monkeypatch, outages, after_commit=True)
+    args = ["worker", "--store", journal, "--study", "drawn", "--device", "cpu",
+            "--heartbeat", "1", "--grace", "3"]  # fmt: skip
+    assert main(args) == 0
+    assert outages == {"ask": 0} and "claiming a run" in caplog.text
+    store = Store.open(journal, "drawn")
+    assert [(r.state, r.attempts) for r in store.records()] == [("complete", 1)] * 3
+    assert [t.state.name for t in store.storage.get_all_trials(store.study_id)] == [
+        "COMPLETE"
+    ] * 3  # fmt: skip
+
+
+SEARCH_PROTOCOL = """
+name = "drawn"
+protocol = "holdout"
+data = "{data}"
+[fixed]
+width = 0.0625
+max_epochs = 2
+eval_batch_size = 256
+train_eval_images = 0
+[search]
+sampler = "random"
+trials = 3
+lr = {{ low = 1e-4, high = 1e-2, log = true }}
+"""
 
 
 def test_other_data_is_refused_by_run_and_worker_with_the_store_untouched(

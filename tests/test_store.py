@@ -420,6 +420,27 @@ def test_claimants_racing_for_one_waiting_run_exactly_one_wins(store_url):
     assert [r.state for r in store.records()] == ["running"] * 3
 
 
+def test_a_claim_or_result_committed_then_asked_again_is_known_as_done(store_url):
+    """On both stores, as a worker's retries see it when a committed write's reply was lost:
+    the run it claimed is the one it holds (another worker's is not), and storing the same
+    result again says stored; a different result, or a run taken over, says not."""
+    store = Store.open_or_create(store_url, "s")
+    store.enqueue_missing(runs(2))
+    me, other = this_worker(), this_worker()
+    assert store.held_run(me) is None
+    claimed = store.claim(me)
+    assert store.held_run(me) == claimed and store.held_run(other) is None
+    result = {"test_accuracy": 0.5, "history": [{"epoch": 1, "val_accuracy": 50.0}]}
+    assert store.finish(claimed.trial_id, result, False)
+    assert store.finish(claimed.trial_id, result, False)  # the retry: already stored, as is
+    assert not store.finish(claimed.trial_id, {**result, "test_accuracy": 0.6}, False)
+    assert store.held_run(me) is None  # done: held no longer
+    second = store.claim(me)
+    assert store.recover_stale(grace_seconds=-1, max_attempts=2)  # taken from this worker
+    assert not store.finish(second.trial_id, result, False)
+    assert [r.state for r in store.records()] == ["complete", "waiting"]
+
+
 def test_two_runs_enqueueing_one_study_at_once_train_no_run_twice(store_url):
     """Twins of three runs, as two racing enqueues of an earlier version left them (forced
     here), then two enqueues racing now (under the study's lock, so neither makes a twin): the
