@@ -70,12 +70,35 @@ def test_second_load_comes_from_the_cache(tmp_path, private_cache):
     hit = load_data(folder)
     assert hit.from_cache
     np.testing.assert_array_equal(hit.train_images, first.train_images)
+    # Mapped from the cache, read-only: workers share the pages rather than each copy them.
+    arrays = (hit.train_images, hit.train_labels, hit.test_images, hit.test_labels)
+    assert all(isinstance(a, np.memmap) and not a.flags.writeable for a in arrays)
     os.remove(batch)  # if the cache were bypassed, loading would now fail
     with pytest.raises(DataError):
         load_data(folder)  # the source changed, so its fingerprint did: no stale reuse
     write_cifar_folder(folder)
     again = load_data(folder)
     np.testing.assert_array_equal(again.train_images, first.train_images)
+
+
+def test_read_only_arrays_reach_torch_as_writable_copies():
+    """The decode cache's arrays are read-only memory maps: a split made of one whole (the
+    official test set) is copied for torch, without its warning that writing would be undefined,
+    and nothing done to the tensor reaches the array."""
+    import warnings
+
+    images = np.zeros((4, 3, 8, 8), np.uint8)
+    labels = np.arange(4, dtype=np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it is given a read-only array
+        split = DeviceImages(images, labels, torch.device("cpu"), (0.5,) * 3, (0.25,) * 3)
+    split.images += 1
+    split.labels.zero_()
+    assert images.max() == 0 and labels.tolist() == [0, 1, 2, 3]
+    writable = np.zeros((2, 3, 8, 8), np.uint8)  # a writable array is shared, not copied
+    shared = DeviceImages(writable, labels[:2].copy(), torch.device("cpu"), (0.5,) * 3, (0.25,) * 3)
+    assert shared.images.data_ptr() == writable.ctypes.data
 
 
 @pytest.mark.parametrize("damage", ["empty-meta", "truncated-array", "missing-array"])

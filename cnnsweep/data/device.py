@@ -27,6 +27,13 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     return tuple(float(m) for m in mean), tuple(float(max(s, 1e-6)) for s in std)
 
 
+def _writable_tensor(array: np.ndarray) -> torch.Tensor:
+    """``array`` as a CPU tensor that torch may write to: shared with a writable array, copied
+    from a read-only one (the decode cache's memory-mapped arrays), which torch must not touch."""
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 class DeviceImages:
     """One split (train, validation or test) on ``device``."""
 
@@ -39,8 +46,8 @@ class DeviceImages:
         std: tuple[float, ...],
     ) -> None:
         self.device = device
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels)).to(device)
+        self.images = _writable_tensor(images).to(device)
+        self.labels = _writable_tensor(labels).to(device)
         shape = (1, len(mean), 1, 1)
         # Folding /255 into the affine map makes normalisation one multiply-add per pixel.
         self._scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(shape)
