@@ -570,6 +570,32 @@ def test_a_worker_rides_out_a_store_briefly_unreachable(tmp_path, bars_folder, m
     assert all(len(r.history) == r.result["epochs_trained"] for r in records)
 
 
+def test_the_command_waits_out_a_store_unreachable_as_it_follows_its_workers(
+    tiny_spec, tmp_path, monkeypatch, caplog
+):
+    """`cnnsweep run` reads the store to follow its workers; once they run, that read finds
+    the store unreachable (as when a database restarts): the command says so, tries again,
+    and ends when the study does, every run complete, instead of failing mid-study."""
+    from cnnsweep import runner
+
+    spec = tiny_spec(name="followed", epochs=1, seeds=1)
+    outages = {"records": 0}
+    plant_outages(monkeypatch, outages)
+    supervise = runner._supervise
+
+    def with_an_outage(*args, **kwargs):
+        outages["records"] = 1  # the command's next read of the study fails once
+        return supervise(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_supervise", with_an_outage)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 0
+    assert outages == {"records": 0}
+    assert "unreachable while reading the progress" in caplog.text
+    store = Store.open(str(tmp_path / "runs" / "followed" / "journal.log"), "followed")
+    assert [(r.state, r.attempts) for r in store.records()] == [("complete", 1)] * 4
+
+
 def test_replies_lost_after_the_database_committed_lose_no_run_and_train_none_twice(
     tmp_path, bars_folder, monkeypatch, caplog
 ):
