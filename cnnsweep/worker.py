@@ -198,7 +198,13 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
             patiently(lambda: store.recover_stale(options.grace, options.max_attempts),
                       "looking for runs of silent workers")  # fmt: skip
             claim = _next_run(store, study, me)
-        except KeyboardInterrupt:  # Ctrl-C between taking a run and starting it
+            if claim is not None:
+                checkpoint = _checkpoint(folder, claim, options)
+                stop = _pruning(store, study, claim) if study is not None else None
+                _run_one(store, claim, data, device, env, options, checkpoint, stop)
+        except KeyboardInterrupt:
+            # _run_one puts its run back; this covers every moment from the claim to its
+            # training (and a claim made just as the Ctrl-C came): no line in between is bare.
             store.put_back(me, "interrupted")
             raise
         if claim is None:
@@ -209,17 +215,17 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
             idle = min(options.poll_interval, 2 * idle)
             continue
         idle = FIRST_IDLE_WAIT
-        checkpoint = None
-        if folder is not None:
-            key = json.dumps(claim.config, sort_keys=True)
-            checkpoint = RunCheckpoint(folder / f"{claim.run_id}.pt", key, options.checkpoint_every)
-        try:
-            stop = _pruning(store, study, claim) if study is not None else None
-            _run_one(store, claim, data, device, env, options, checkpoint, stop)
-        except KeyboardInterrupt:  # _run_one puts its run back; this covers the moments around
-            store.put_back(me, "interrupted")
-            raise
         done += 1
+
+
+def _checkpoint(
+    folder: Path | None, claim: ClaimedRun, options: WorkerOptions
+) -> RunCheckpoint | None:
+    """The run's epoch checkpoint, in ``folder`` (None: no checkpoints)."""
+    if folder is None:
+        return None
+    key = json.dumps(claim.config, sort_keys=True)
+    return RunCheckpoint(folder / f"{claim.run_id}.pt", key, options.checkpoint_every)
 
 
 def check_speed(document: dict, speed: dict[str, Any]) -> None:
