@@ -349,6 +349,7 @@ def _supervise(
 ) -> None:  # fmt: skip
     """Run the workers; replace one that dies while runs remain (a bounded number of times)."""
     processes = [_start_worker(context, o) for o in options]
+    worker_pids = [p.pid for p in processes]  # every worker of this command, replacements too
     restarts_left = len(options) * max(1, options[0].max_attempts)
     interval = PROGRESS_INTERVAL
     try:
@@ -371,7 +372,11 @@ def _supervise(
                 recover = partial(store.recover_stale, options[i].grace, options[i].max_attempts)
                 patiently(recover, "looking for runs of silent workers")
                 processes[i] = _start_worker(context, options[i])
+                worker_pids.append(processes[i].pid)
     except KeyboardInterrupt:
         for process in processes:  # they got the same Ctrl-C: let them put their runs back
             process.join(timeout=30)
+        # What one of them still holds (killed meanwhile, say) goes back too: nothing is left
+        # running for the next command to find and wait on.
+        store.put_back_of_exited(worker_pids, "interrupted")
         raise

@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -699,8 +699,23 @@ class Store:
     def put_back(self, worker: dict[str, Any], error: str) -> int:
         """Every run ``worker`` holds goes back to the queue (same attempt): a worker interrupted
         between claiming a run and training it leaves none behind. Returns how many."""
+        return self._put_back_held(lambda held_by: held_by.get("id") == worker["id"], error)
+
+    def put_back_of_exited(self, pids: Collection[int], error: str) -> int:
+        """Every run still held by one of ``pids``, processes of this machine that have exited
+        (the workers of an interrupted `cnnsweep run`), goes back to the queue (same attempt):
+        what a worker could not put back itself, killed or interrupted twice meanwhile, is not
+        left running until the next command sees it. Returns how many."""
+        me = this_worker()
+
+        def exited(held_by: dict[str, Any]) -> bool:
+            return held_by.get("pid") in pids and _worker_gone(held_by, me)
+
+        return self._put_back_held(exited, error)
+
+    def _put_back_held(self, held_by: Callable[[dict[str, Any]], bool], error: str) -> int:
         held = [t for t in self._trials(TrialState.RUNNING)
-                if t.user_attrs.get(Attr.WORKER, {}).get("id") == worker["id"]
+                if held_by(t.user_attrs.get(Attr.WORKER) or {})
                 and Attr.RUN_ID in t.user_attrs]  # fmt: skip
         return sum(
             self._close_failed(t, error, enqueue_attempt=t.user_attrs.get(Attr.ATTEMPT, 1))

@@ -369,6 +369,31 @@ def test_a_killed_worker_is_replaced_then_ctrl_c_puts_runs_back_and_the_same_com
     assert victim.run_id in failed  # the attempt its worker died in, kept as a record
 
 
+def test_a_worker_killed_as_the_session_is_interrupted_leaves_no_run_running(tiny_spec, tmp_path):
+    """Ctrl-C reaches `cnnsweep run` just as one of its workers is killed (by the OOM killer,
+    say), so that worker cannot put its run back: the command does, once its workers have
+    exited. Nothing is left running for the next command to find; the run goes back at the
+    same attempt, as an interrupted run does."""
+    spec = tiny_spec(name="halted", epochs=30, seeds=1)  # runs of seconds: signals mid-run
+    journal = tmp_path / "runs" / "halted" / "journal.log"
+
+    def running(records) -> list:
+        return [r for r in records if r.state == "running" and r.history]
+
+    session = start_session(spec, tmp_path, workers=2)
+    try:
+        victim = running(wait_until(session, journal, "halted", running))[0]
+        kill_clear_of_the_lock(lambda s: os.kill(victim.worker["pid"], s), journal)
+        interrupted = signal_session(session, signal.SIGINT)  # at once: before it is replaced
+    finally:
+        end_session(session)
+    assert interrupted.returncode == 130, interrupted.stdout
+    after = Store.open(str(journal), "halted").records()
+    assert {r.state for r in after} <= {"complete", "waiting"}, [(r.label, r.state) for r in after]
+    (back,) = [r for r in after if r.run_id == victim.run_id]
+    assert back.state == "waiting" or back.attempts > 1  # put back, or taken over had it won
+
+
 def parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 

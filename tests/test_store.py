@@ -441,6 +441,24 @@ def test_a_claim_or_result_committed_then_asked_again_is_known_as_done(store_url
     assert [r.state for r in store.records()] == ["complete", "waiting"]
 
 
+def test_after_a_ctrl_c_the_runs_of_the_commands_exited_workers_go_back(store_url):
+    """What `cnnsweep run` does once its workers have exited after a Ctrl-C: a run still held
+    by one of them (killed before it could put it back) goes back to the queue, same attempt.
+    A run of a worker still alive, or of a process that is not one of them, is left alone."""
+    store = Store.open_or_create(store_url, "s")
+    store.enqueue_missing(runs(3))
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    gone = {**this_worker(), "pid": exited.pid}
+    alive = this_worker()  # this process
+    stranger = {**this_worker(), "pid": exited.pid + 1_000_000}  # gone, but not a worker of it
+    claims = [store.claim(worker) for worker in (gone, alive, stranger)]
+    assert store.put_back_of_exited([exited.pid, os.getpid()], "interrupted") == 1
+    assert [r.state for r in store.records()] == ["waiting", "running", "running"]
+    again = store.claim(this_worker())
+    assert again.run_id == claims[0].run_id and again.attempt == claims[0].attempt
+
+
 def test_two_runs_enqueueing_one_study_at_once_train_no_run_twice(store_url):
     """Twins of three runs, as two racing enqueues of an earlier version left them (forced
     here), then two enqueues racing now (under the study's lock, so neither makes a twin): the
