@@ -7,6 +7,7 @@ round-robin on the listed devices; several may share one GPU.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing.connection
 import multiprocessing.context
 import os
@@ -35,6 +36,8 @@ from cnnsweep.schema import level_label
 from cnnsweep.spec import Run, Study, StudySpec
 from cnnsweep.store import RunRecord, Store, StudyNotFound, patiently, study_folder
 from cnnsweep.worker import WorkerOptions, check_same_data, worker_process
+
+log = logging.getLogger("cnnsweep.runner")
 
 # Local worker processes: each imports torch and holds its data (hundreds of MB), so thousands
 # would exhaust any machine; many machines join with `cnnsweep worker` instead.
@@ -378,5 +381,8 @@ def _supervise(
             process.join(timeout=30)
         # What one of them still holds (killed meanwhile, say) goes back too: nothing is left
         # running for the next command to find and wait on.
-        store.put_back_of_exited(worker_pids, "interrupted")
+        try:
+            store.put_back_of_exited(worker_pids, "interrupted")
+        except Exception as exc:  # the store out of reach: the next command recovers them
+            log.warning("cnnsweep: could not put back the runs of exited workers: %s", exc)
         raise
