@@ -1,6 +1,7 @@
 """Queries on Optuna's RDB storage (PostgreSQL) whose cost does not grow with the study, for what
 Optuna's storage API cannot express: the head of the queue, whether any run is pending, a study's
-runs without their per-epoch attributes, and a bulk enqueue under a study-wide lock.
+runs without their per-epoch attributes, a bulk enqueue under a study-wide lock, and a claim and a
+failure (with its retry) each in one transaction, where Optuna's API takes one per write.
 
 They use Optuna's documented RDB schema (tables ``trials``, ``trial_user_attributes``,
 ``trial_params``, ``studies``) through SQLAlchemy Core. SCHEMA_VERSIONS lists the schema
@@ -161,26 +162,56 @@ class StudyQueries:
                     return head
         return []
 
-    def mark_taken(self, trial_id: int, attrs: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-        """For a trial this process has just set RUNNING: write ``attrs`` (the worker, its first
-        heartbeat) and read back the user attributes ``keys``, in one round trip, where Optuna's
-        API takes one transaction per attribute and loads the whole trial to read them."""
-        rows = [
-            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-            for key, value in attrs.items()
-        ]
-        upsert = insert(user_attrs).values(rows)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=["trial_id", "key"], set_={"value_json": upsert.excluded.value_json}
-        )
+    def take(self, trial_id: int, attrs: dict[str, Any], keys: list[str]) -> dict[str, Any] | None:
+        """Claim a waiting trial in one transaction: mark it RUNNING (as Optuna's
+        set_trial_state_values does), write ``attrs`` (the worker, its first heartbeat) and read
+        back the user attributes ``keys``. None if it no longer waits (another worker took it).
+
+        One transaction, where Optuna's API takes one per write: a connection lost midway
+        leaves the trial waiting, never running with no worker named (which would wait out
+        the grace), and a reply lost after the commit leaves it named as this worker's, which
+        the worker's retry takes up (Store.held_run)."""
         with self.engine.begin() as connection:
-            connection.execute(upsert)
+            # A rival's UPDATE of the same row waits for this one's commit, then finds the
+            # trial no longer waiting: exactly one claimant wins.
+            running = connection.execute(
+                trials.update()
+                .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=_stored_now())
+                .returning(trials.c.trial_id)
+            ).first()
+            if running is None:
+                return None
+            _set_user_attrs(connection, trial_id, attrs)
             found = connection.execute(
                 select(user_attrs.c.key, user_attrs.c.value_json).where(
                     user_attrs.c.trial_id == trial_id, user_attrs.c.key.in_(keys)
                 )
             ).all()
         return {key: json.loads(value) for key, value in found}
+
+    def close_failed(
+        self, trial_id: int, attrs: dict[str, Any], retry: WaitingTrial | None
+    ) -> bool:
+        """A running trial failed, with ``attrs`` (its error, and traceback), and ``retry``, if
+        given, created as a new waiting trial: in one transaction. False, with nothing written,
+        if the trial was no longer running (closed by another worker, or by this call's earlier
+        try whose reply was lost after the commit). Never a run failed with its retry lost."""
+        with self.engine.begin() as connection:
+            if retry is not None:
+                self._lock_for_enqueue(connection)  # the retry is numbered as an enqueue is
+            failed = connection.execute(
+                trials.update()
+                .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
+                .values(state=TrialState.FAIL, datetime_complete=_stored_now())
+                .returning(trials.c.trial_id)
+            ).first()
+            if failed is None:
+                return False
+            _set_user_attrs(connection, trial_id, attrs)
+            if retry is not None:
+                self._insert(connection, [retry])
+        return True
 
     def has_pending(self) -> bool:
         """Whether a run's trial waits or runs. (A duplicate is set aside as failed.)"""
@@ -228,21 +259,21 @@ class StudyQueries:
         been set aside). Two enqueues of one study therefore never create the same run twice.
         Returns the number created."""
         with self.engine.begin() as connection:
-            # Optuna's own lock for numbering trials (it takes it in create_new_trial), then
-            # cnnsweep's: no other enqueue reads the study until this one has committed.
-            connection.execute(
-                select(studies.c.study_id)
-                .where(studies.c.study_id == self.study_id)
-                .with_for_update()
-            )
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                               {"key": self._lock_key()})  # fmt: skip
+            self._lock_for_enqueue(connection)
             present = self._present(connection)
             self._set_aside(connection, waiting_twins(present))
             waiting = list(make({run_id for run_id, *_ in present}))
             if waiting:
                 self._insert(connection, waiting)
         return len(waiting)
+
+    def _lock_for_enqueue(self, connection: Connection) -> None:
+        """Optuna's own lock for numbering trials (it takes it in create_new_trial), then
+        cnnsweep's: no other enqueue reads the study until this transaction has committed."""
+        connection.execute(
+            select(studies.c.study_id).where(studies.c.study_id == self.study_id).with_for_update()
+        )
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._lock_key()})
 
     def _lock_key(self) -> int:
         """A 63-bit advisory-lock key for this study's enqueues (another application's keys
@@ -317,6 +348,17 @@ def waiting_twins(present: list[tuple[str, int, int, TrialState]]) -> list[int]:
         for run_id, trial_id, number, state in present
         if state == TrialState.WAITING and (2, number) != keep[run_id]
     ]
+
+
+def _set_user_attrs(connection: Connection, trial_id: int, attrs: dict[str, Any]) -> None:
+    """Write (insert or replace) user attributes of a trial, as set_trial_user_attr does."""
+    upsert = insert(user_attrs).values([
+        {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+        for key, value in attrs.items()
+    ])  # fmt: skip
+    connection.execute(upsert.on_conflict_do_update(
+        index_elements=["trial_id", "key"], set_={"value_json": upsert.excluded.value_json}
+    ))  # fmt: skip
 
 
 def _frozen(row, user_attrs_: dict[str, Any]) -> FrozenTrial:

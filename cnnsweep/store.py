@@ -386,18 +386,6 @@ class Store:
     def _trials(self, *states: TrialState) -> list[FrozenTrial]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states or None)
 
-    def _enqueue(
-        self,
-        attrs: dict[str, Any],
-        attempt: int,
-        params: dict[str, Any],
-        distributions: dict[str, CategoricalDistribution],
-    ) -> None:
-        """One WAITING trial, created with all its attributes and parameters in one storage
-        operation, so no worker can claim a trial whose attributes are half written."""
-        waiting = rdb.WaitingTrial(_enqueued_attrs(attrs, attempt), params, distributions)
-        self.storage.create_new_trial(self.study_id, template_trial=_waiting_template(waiting))
-
     def enqueue_missing(self, runs: list[dict[str, Any]]) -> int:
         """Enqueue each run that has no trial waiting, running or finished with a result.
 
@@ -497,23 +485,25 @@ class Store:
         """The waiting trial marked running and ``worker``'s, or None if another took it first.
         A Ctrl-C meanwhile waits until the run is marked, so that it is put back as the
         worker's (a running run with no worker would wait out the grace)."""
+        taken = {Attr.WORKER: worker, Attr.HEARTBEAT: self.now()}
         with interrupts_deferred():
+            if self._sql is not None:  # one transaction
+                attrs = self._sql.take(trial_id, taken, list(CLAIMED_ATTRS))
+                if attrs is None:
+                    return None  # another worker took it first
+                return ClaimedRun(trial_id, *(attrs[key] for key in CLAIMED_ATTRS))
             try:
                 if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
                     return None  # another worker took it first
             except UpdateFinishedTrialError:
                 return None
-            taken = {Attr.WORKER: worker, Attr.HEARTBEAT: self.now()}
-            if self._sql is not None:
-                attrs = self._sql.mark_taken(trial_id, taken, list(CLAIMED_ATTRS))
-            else:
-                for key, value in taken.items():
-                    self.storage.set_trial_user_attr(trial_id, key, value)
-                trial = self.storage.get_trial(trial_id)
-                if not self._enqueues_locked and self._is_duplicate(trial):
-                    self._set_aside(trial_id)
-                    return None
-                attrs = trial.user_attrs
+            for key, value in taken.items():
+                self.storage.set_trial_user_attr(trial_id, key, value)
+            trial = self.storage.get_trial(trial_id)
+            if not self._enqueues_locked and self._is_duplicate(trial):
+                self._set_aside(trial_id)
+                return None
+            attrs = trial.user_attrs
             return ClaimedRun(trial_id, *(attrs[key] for key in CLAIMED_ATTRS))
 
     def _waiting_head(self) -> list[int]:
@@ -671,18 +661,25 @@ class Store:
         if ``enqueue_attempt`` is given, a fresh WAITING trial of the same run with that attempt
         number (Optuna cannot move a trial back to WAITING). False if the run was already closed
         by someone else; then nothing is enqueued. A Ctrl-C meanwhile waits for the retry to be
-        enqueued: a run is never left failed with no retry by an interrupt."""
+        enqueued: a run is never left failed with no retry by an interrupt (nor, on PostgreSQL,
+        where it is one transaction, by a connection lost midway)."""
         trial_id = trial._trial_id
+        failure = {Attr.ERROR: error, **({Attr.TRACEBACK: traceback} if traceback else {})}
+        retry = None
+        if enqueue_attempt is not None:  # the retry keeps the trial's parameters (0.2.0: none)
+            attrs = _enqueued_attrs(trial.user_attrs, enqueue_attempt)
+            retry = rdb.WaitingTrial(attrs, trial.params, trial.distributions)
         with interrupts_deferred():
+            if self._sql is not None:  # one transaction: never failed with the retry lost
+                return self._sql.close_failed(trial_id, failure, retry)
             try:
-                self.storage.set_trial_user_attr(trial_id, Attr.ERROR, error)
-                if traceback:
-                    self.storage.set_trial_user_attr(trial_id, Attr.TRACEBACK, traceback)
+                for key, value in failure.items():
+                    self.storage.set_trial_user_attr(trial_id, key, value)
                 self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
             except UpdateFinishedTrialError:
                 return False
-            if enqueue_attempt is not None:  # the retry keeps the trial's parameters (0.2.0: none)
-                self._enqueue(trial.user_attrs, enqueue_attempt, trial.params, trial.distributions)
+            if retry is not None:
+                self.storage.create_new_trial(self.study_id, _waiting_template(retry))
             return True
 
     def held_run(self, worker: dict[str, Any]) -> ClaimedRun | None:

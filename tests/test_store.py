@@ -1,11 +1,13 @@
 """The store's contract, run against every backend (journal file and PostgreSQL)."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import optuna
@@ -13,11 +15,14 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from cnnsweep import rdb
 from cnnsweep.schema import epoch_key, intermediate_value
 from cnnsweep.store import (
     Store,
     StoreError,
     StudyNotFound,
+    _enqueued_attrs,
+    _waiting_template,
     patiently,
     resolve_url,
     this_worker,
@@ -335,7 +340,9 @@ def test_a_ctrl_c_inside_a_runs_change_of_state_waits_for_the_whole_change(
       would wait out the grace as a run with no worker);
     - epoch: between an epoch's metrics and its intermediate value (a pruner would miss it);
     - finish: between the result and "complete" (a trained run's result would be lost);
-    - fail: between "failed" and the retry (the run would stay failed until run again)."""
+    - fail: between "failed" and the retry (the run would stay failed until run again).
+    On PostgreSQL a claim and a failure are each one transaction: the interrupt comes inside it,
+    before the commit (it would roll the claim back, which the worker's put-back then misses)."""
     store = Store.open_or_create(store_url, "s")
     store.enqueue_missing(runs(1))
     me = this_worker()
@@ -359,6 +366,14 @@ def test_a_ctrl_c_inside_a_runs_change_of_state_waits_for_the_whole_change(
 
     monkeypatch.setattr(storage, "set_trial_state_values", state_then_ctrl_c)
     monkeypatch.setattr(storage, "set_trial_user_attr", attr_then_ctrl_c)
+    set_attrs_in_transaction = rdb._set_user_attrs
+
+    def attrs_in_transaction_then_ctrl_c(connection, trial_id, attrs):
+        set_attrs_in_transaction(connection, trial_id, attrs)
+        if moment in ("claim", "fail"):
+            ctrl_c()
+
+    monkeypatch.setattr(rdb, "_set_user_attrs", attrs_in_transaction_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         if moment == "claim":
             store.claim(me)
@@ -466,7 +481,7 @@ def test_two_runs_enqueueing_one_study_at_once_train_no_run_twice(store_url):
     first, second = (Store.open_or_create(store_url, "s") for _ in range(2))
     first.enqueue_missing(runs(3))
     for run in runs(3):
-        second._enqueue(run, 1, {}, {})  # what a racing enqueue_missing did
+        optunas_own_enqueue(second, run, {}, {})  # what a racing enqueue_missing did
     race([lambda: first.enqueue_missing(runs(5)), lambda: second.enqueue_missing(runs(5))])
     assert len(first.trial_states()) == 3 + 3 + 2  # no new twin; the old ones set aside
     trained = []
@@ -509,6 +524,12 @@ def test_enqueues_racing_in_three_processes_create_each_run_once(store_url, tmp_
     assert sorted(run_id for run_id, _ in states) == sorted(f"r{i}" for i in range(150))
 
 
+def optunas_own_enqueue(store: Store, run: dict, params: dict, distributions: dict) -> None:
+    """One waiting trial of ``run`` (attempt 1), created by Optuna's create_new_trial."""
+    waiting = rdb.WaitingTrial(_enqueued_attrs(run, 1), params, distributions)
+    store.storage.create_new_trial(store.study_id, template_trial=_waiting_template(waiting))
+
+
 def test_bulk_enqueued_trials_are_what_optunas_own_create_trial_writes(store_url):
     """The bulk enqueue writes rows (PostgreSQL) or lines (journal) of its own: read back through
     Optuna, each trial equals the one Optuna's create_new_trial makes from the same template."""
@@ -517,7 +538,7 @@ def test_bulk_enqueued_trials_are_what_optunas_own_create_trial_writes(store_url
     bulk.enqueue_missing(runs(3))
     distributions = bulk._distributions(runs(3))
     for run in runs(3):
-        one_by_one._enqueue(run, 1, run["params"], distributions)
+        optunas_own_enqueue(one_by_one, run, run["params"], distributions)
     for made, expected in zip(bulk._trials(), one_by_one._trials(), strict=True):
         assert made.number == expected.number and made.state == expected.state
         assert made.params == expected.params and made.distributions == expected.distributions
@@ -554,3 +575,98 @@ def test_postgresql_uses_the_schema_queries_and_claims_read_the_queue_head_only(
         event.remove(store.storage.engine, "after_cursor_execute", count)
         rows_per_claim.append(sum(returned))
     assert rows_per_claim[1] <= rows_per_claim[0] + 5, rows_per_claim
+
+
+@contextlib.contextmanager
+def connection_lost_at(store: Store, statement: str) -> Iterator[list[str]]:
+    """From the next SQL statement of ``store`` that starts with ``statement`` on, every one
+    meets a lost connection, as when the database goes down mid-transaction (the server then
+    rolls back whatever the transaction wrote) and stays down until the block ends (Optuna's
+    own retries of a write meet it too). Yields the statements met, in order."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    met: list[str] = []
+
+    def drop(conn, cursor, sql, parameters, context, executemany) -> None:
+        if sql.startswith(statement) and statement not in met:
+            met.append(statement)  # down from here on
+        met.append(sql)
+        if statement in met:
+            raise OperationalError("(planted) server closed the connection", {}, ConnectionError())
+
+    event.listen(store.storage.engine, "before_cursor_execute", drop)
+    try:
+        yield met
+    finally:
+        event.remove(store.storage.engine, "before_cursor_execute", drop)
+
+
+@pytest.mark.parametrize("moment", ["claim", "fail", "recover"])
+def test_on_postgresql_a_connection_lost_midway_leaves_a_run_as_it_was(moment, postgres_url):
+    """A claim, a failure with its retry, and the recovery of a dead worker's run are each one
+    transaction on PostgreSQL: the connection lost between their writes leaves the run as it
+    was, and the worker's retry (store.patiently) completes the change. Before, the writes
+    committed one by one: a claim left its run running with no worker named (to wait out the
+    grace), and a failure left its run failed with no retry (missing from the study until the
+    next `cnnsweep run`)."""
+    store = Store.open_or_create(postgres_url, "s")
+    store.enqueue_missing(runs(2))
+    me = holder = this_worker()
+    if moment == "recover":  # a worker of this machine whose process is gone
+        exited = subprocess.Popen(["true"])
+        exited.wait()
+        holder = {**this_worker(), "pid": exited.pid}
+    claimed = None if moment == "claim" else store.claim(holder)
+    before = [(r.state, r.attempts) for r in store.records()]
+    # The claim's second write names the worker; a failure's last creates the retry's trial.
+    statement = "INSERT INTO trial_user_attributes" if moment == "claim" else "INSERT INTO trials"
+    with pytest.raises(Exception) as lost, connection_lost_at(store, statement) as met:
+        if moment == "claim":
+            store.claim(me)
+        elif moment == "fail":
+            store.fail(claimed.trial_id, "interrupted", retry=True)
+        else:
+            store.recover_stale(grace_seconds=120, max_attempts=3)
+    assert unreachable(lost.value) and statement in met
+    assert [(r.state, r.attempts) for r in store.records()] == before
+    assert store.held_run(me) == (claimed if moment == "fail" else None)
+    if moment == "claim":  # the retry claims the same run, the first waiting
+        assert patiently(lambda: store.claim(me), "claiming").run_id == "r0"
+        expected = [("running", 1), ("waiting", 0)]
+    else:
+        if moment == "fail":  # put back: the same attempt again
+            assert patiently(lambda: store.fail(claimed.trial_id, "interrupted", retry=True), "")
+        else:  # taken over: the next attempt
+            assert store.recover_stale(grace_seconds=120, max_attempts=3) == ["run 0"]
+        expected = [("waiting", 1), ("waiting", 0)]
+        waiting = store.storage.get_all_trials(store.study_id, states=(TrialState.WAITING,))
+        retry = next(t for t in waiting if t.user_attrs["run_id"] == "r0")
+        assert retry.user_attrs["attempt"] == (1 if moment == "fail" else 2)
+    assert [(r.state, r.attempts) for r in store.records()] == expected
+
+
+def test_on_postgresql_a_claim_and_a_failure_write_what_optunas_own_calls_write(postgres_url):
+    """The one-transaction claim and failure write the trial's state and times as Optuna's
+    set_trial_state_values does: read back through Optuna, they are the same."""
+    import datetime as dt
+
+    store = Store.open_or_create(postgres_url, "s")
+    store.enqueue_missing(runs(2))
+    started = dt.datetime.now()
+    claimed = store.claim(this_worker())
+    trial = store.storage.get_trial(claimed.trial_id)
+    assert trial.state == TrialState.RUNNING and trial.datetime_complete is None
+    assert abs(trial.datetime_start - started) < dt.timedelta(seconds=30)  # local, as Optuna's
+    assert store.fail(claimed.trial_id, "diverged", traceback="Traceback ...", retry=True)
+    trial = store.storage.get_trial(claimed.trial_id)
+    assert trial.state == TrialState.FAIL
+    assert abs(trial.datetime_complete - started) < dt.timedelta(seconds=30)
+    assert trial.user_attrs["error"] == "diverged"
+    assert trial.user_attrs["traceback"] == "Traceback ..."
+    retry = store.storage.get_all_trials(store.study_id)[-1]
+    assert retry.state == TrialState.WAITING and retry.number == 2
+    assert retry.datetime_start is retry.datetime_complete is None
+    assert retry.user_attrs == _enqueued_attrs(trial.user_attrs, 1)
+    assert retry.params == trial.params == {"lr": 0.1}
+    assert retry.distributions == trial.distributions
