@@ -17,9 +17,10 @@ import typing
 from collections.abc import Callable, Sequence
 
 from cnnsweep import __version__
-from cnnsweep.errors import CnnsweepError
+from cnnsweep.errors import CnnsweepError, first_line, unreachable
 
 EXIT_USAGE = 2
+EXIT_STORE_LOST = 1  # not the input's fault: the same command may succeed later
 
 
 class _Parser(argparse.ArgumentParser):
@@ -533,3 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `cnnsweep run seed48 --dry-run | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silence the flush at exit)
         return 0
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        # The store lost for longer than a worker's patience, or as a command read it.
+        print(f"cnnsweep: error: the store cannot be reached: {first_line(exc)}; what it holds "
+              "is kept: run the command again once it is back", file=sys.stderr)  # fmt: skip
+        return EXIT_STORE_LOST

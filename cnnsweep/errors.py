@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pydantic import ValidationError
 
 
@@ -31,3 +33,26 @@ def describe_validation_error(error: ValidationError, what: str = "setting") -> 
         else:
             parts.append(f"invalid {field}: {message}")
     return "; ".join(parts)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached (refused, reset, restarting), as
+    opposed to a write it refused. Optuna wraps such errors in StorageInternalError, which it
+    also raises for a refused write: what caused it decides."""
+    if "sqlalchemy.exc" not in sys.modules:
+        return False  # no database was opened: no such error can have been raised
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OperationalError | InterfaceError | DisconnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def first_line(exc: BaseException) -> str:
+    """What ``exc`` says, in one line: for a database error, the driver's own first line
+    (SQLAlchemy adds the statement and a link on lines of their own)."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

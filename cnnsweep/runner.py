@@ -24,7 +24,7 @@ from cnnsweep.config import with_speed
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.cache import save_cached
 from cnnsweep.devices import resolve_device
-from cnnsweep.errors import ConfigError
+from cnnsweep.errors import ConfigError, first_line
 from cnnsweep.estimate import StudyEstimate, cpu_share, estimate_study
 from cnnsweep.frame import results_frame, study_data, write_table
 from cnnsweep.identity import IDENTITY_VERSION, OUTSIDE_IDENTITY
@@ -384,5 +384,6 @@ def _supervise(
         try:
             store.put_back_of_exited(worker_pids, "interrupted")
         except Exception as exc:  # the store out of reach: the next command recovers them
-            log.warning("cnnsweep: could not put back the runs of exited workers: %s", exc)
+            log.warning("cnnsweep: could not put back the runs of exited workers: %s",
+                        first_line(exc))  # fmt: skip
         raise

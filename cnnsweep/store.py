@@ -36,7 +36,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnsweep import rdb
-from cnnsweep.errors import CnnsweepError
+from cnnsweep.errors import CnnsweepError, first_line, unreachable
 from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
 from cnnsweep.interrupts import interrupts_deferred
 from cnnsweep.journal import CheckedJournalStorage, open_journal
@@ -89,24 +89,12 @@ FIRST_RETRY_S = 0.5  # the first pause before such a retry; each next one twice 
 T = TypeVar("T")
 
 
-def unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database could not be reached (refused, reset, restarting), as
-    opposed to a write it refused. Optuna wraps such errors in StorageInternalError, which it
-    also raises for a refused write: what caused it decides."""
-    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, OperationalError | InterfaceError | DisconnectionError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def patiently(write: Callable[[], T], what: str, patience: float = STORE_PATIENCE_S) -> T:
+def patiently(write: Callable[[], T], what: str, patience: float | None = None) -> T:
     """``write()``, tried again with backoff while the database is unreachable (a restart, a
-    network outage), for up to ``patience`` seconds: an epoch or a trained result is not lost to
-    an outage shorter than that. Any other error is raised at once."""
+    network outage), for up to ``patience`` seconds (STORE_PATIENCE_S unless given): an epoch
+    or a trained result is not lost to an outage shorter than that. Any other error is raised
+    at once."""
+    patience = STORE_PATIENCE_S if patience is None else patience
     deadline, delay = time.monotonic() + patience, FIRST_RETRY_S
     while True:
         try:
@@ -231,7 +219,7 @@ def _open_storage(url: str, create: bool) -> BaseStorage | None:
             return None
         return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # sqlalchemy raises many kinds; each becomes one line
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = first_line(exc)
         password = userinfo.partition(":")[2]
         for secret in (userinfo, password):
             if secret:

@@ -32,7 +32,7 @@ from cnnsweep.config import TrainConfig, with_speed
 from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.dataset import signature_difference
 from cnnsweep.devices import resolve_device
-from cnnsweep.errors import ConfigError, DataError
+from cnnsweep.errors import ConfigError, DataError, first_line, unreachable
 from cnnsweep.schema import intermediate_value
 from cnnsweep.spec import Study, study_from_document
 from cnnsweep.store import ClaimedRun, Store, patiently, this_worker
@@ -318,6 +318,8 @@ def _run_one(
             store.fail(claim.trial_id, "interrupted", retry=True)
             raise
         except Exception as exc:  # recorded as the run's failure; the worker goes on
+            if unreachable(exc):  # the store, lost past the patience: not the run's fault
+                raise  # the run stays running, its checkpoint kept: a takeover resumes it
             log.warning("run %s failed: %s: %s", claim.label, type(exc).__name__, exc)
             error = f"{type(exc).__name__}: {exc}"
             trace = "".join(traceback.format_exception(exc))
@@ -354,3 +356,9 @@ def worker_process(
         run_worker(options)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception as exc:  # the store lost past the patience: one line, not a traceback
+        if not unreachable(exc):
+            raise
+        log.error("cnnsweep: worker %d: the store cannot be reached: %s", os.getpid(),
+                  first_line(exc))  # fmt: skip
+        raise SystemExit(1) from None

@@ -26,7 +26,7 @@ from cnnsweep.journal import LOCK_GRACE
 from cnnsweep.runner import study_estimate
 from cnnsweep.spec import load_study
 from cnnsweep.store import Store, StoreError
-from cnnsweep.worker import check_speed
+from cnnsweep.worker import WorkerOptions, check_speed, worker_process
 from tests.conftest import (
     TINY_STUDY,
     cut_last_line,
@@ -620,6 +620,69 @@ def test_the_command_waits_out_a_store_unreachable_as_it_follows_its_workers(
     assert "unreachable while reading the progress" in caplog.text
     store = Store.open(str(tmp_path / "runs" / "followed" / "journal.log"), "followed")
     assert [(r.state, r.attempts) for r in store.records()] == [("complete", 1)] * 4
+
+
+def test_a_ctrl_c_with_the_store_unreachable_still_ends_the_command_as_interrupted(
+    tiny_spec, tmp_path, monkeypatch, caplog
+):
+    """A Ctrl-C reaches `cnnsweep run` as it reads the store; its workers (not interrupted
+    here) finish the study, and the put-back of what exited workers still hold then finds the
+    store unreachable: the command says so in one line and still exits 130, as interrupted,
+    with every stored result kept."""
+    from cnnsweep import runner
+
+    spec = tiny_spec(name="cut", epochs=1, seeds=1)
+    outages = {"put_back_of_exited": 1}
+    plant_outages(monkeypatch, outages)
+    supervise = runner._supervise
+
+    def ctrl_c_at_the_first_read(store, *args, **kwargs):
+        def interrupted(*_, **__):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(store, "records", interrupted)
+        return supervise(store, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_supervise", ctrl_c_at_the_first_read)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 130
+    assert outages == {"put_back_of_exited": 0}
+    said = [r.getMessage() for r in caplog.records if "could not put back" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0] and "connection refused" in said[0], said
+    store = Store.open(str(tmp_path / "runs" / "cut" / "journal.log"), "cut")
+    assert [(r.state, r.attempts) for r in store.records()] == [("complete", 1)] * 4
+
+
+def test_a_store_lost_for_longer_than_the_patience_ends_the_command_in_one_line(
+    tmp_path, bars_folder, monkeypatch, capsys, caplog
+):
+    """The store stays unreachable past the worker's patience (shortened here from 5 minutes)
+    as it records an epoch: the command ends with one line naming the cause and exit status 1,
+    not a traceback. The run is not failed as if its training had failed (and the worker gone
+    on to the next run): it stays running, for a later command to take over once its worker's
+    process is gone, and the rest of the study is untouched."""
+    journal = enqueued_journal(tmp_path, SEED_PROTOCOL.format(data=bars_folder))
+    before = Path(journal).read_bytes()
+    outages = {"record_epoch": 10**6}  # from the first epoch on, every try
+    plant_outages(monkeypatch, outages)
+    monkeypatch.setattr("cnnsweep.store.STORE_PATIENCE_S", 0.2)
+    args = ["worker", "--store", journal, "--study", "script", "--device", "cpu"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("cnnsweep: error: the store cannot be"), err
+    assert "connection refused" in err and "run the command again" in err
+    assert Path(journal).read_bytes().startswith(before)  # appended to, nothing rewritten
+    store = Store.open(journal, "script")
+    assert [(r.state, r.history) for r in store.records()] == [("running", []), ("waiting", [])]
+    # Its worker's process is this one, still alive: taken over here only by a zero grace.
+    assert store.recover_stale(grace_seconds=-1, max_attempts=3) == ["split=0.7 seed=0"]
+    # A worker process of `cnnsweep run` ends so too: one line, exit status 1.
+    caplog.clear()
+    with pytest.raises(SystemExit) as ended:
+        worker_process(WorkerOptions(journal, "script", device="cpu"))
+    assert ended.value.code == 1
+    (said,) = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert "\n" not in said and said.endswith("connection refused"), said
 
 
 def test_replies_lost_after_the_database_committed_lose_no_run_and_train_none_twice(
