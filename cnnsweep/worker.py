@@ -140,7 +140,7 @@ def heartbeat(store: Store, trial_id: int, interval: float):
             except UpdateFinishedTrialError:
                 return  # the run ended (stored, or taken over): nothing left to keep alive
             except Exception as exc:  # a store hiccup must not kill the training
-                log.warning("heartbeat failed: %s", exc)
+                log.warning("heartbeat failed: %s", first_line(exc))
 
     thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
     thread.start()
@@ -320,7 +320,7 @@ def _run_one(
         except Exception as exc:  # recorded as the run's failure; the worker goes on
             if unreachable(exc):  # the store, lost past the patience: not the run's fault
                 raise  # the run stays running, its checkpoint kept: a takeover resumes it
-            log.warning("run %s failed: %s: %s", claim.label, type(exc).__name__, exc)
+            log.warning("run %s failed: %s: %s", claim.label, type(exc).__name__, first_line(exc))
             error = f"{type(exc).__name__}: {exc}"
             trace = "".join(traceback.format_exception(exc))
             patiently(lambda: store.fail(claim.trial_id, error, traceback=trace),
