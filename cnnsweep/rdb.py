@@ -190,6 +190,12 @@ class StudyQueries:
             ).all()
         return {key: json.loads(value) for key, value in found}
 
+    def set_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Write user attributes of a trial all in one transaction (as set_trial_user_attr
+        does each in one of its own): a search's draw is named whole or not at all."""
+        with self.engine.begin() as connection:
+            _set_user_attrs(connection, trial_id, attrs)
+
     def close_failed(
         self, trial_id: int, attrs: dict[str, Any], retry: WaitingTrial | None
     ) -> bool:

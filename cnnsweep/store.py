@@ -524,13 +524,20 @@ class Store:
                                   sampler=sampler)  # fmt: skip
         trial = study.ask(space)
         trial_id = trial._trial_id
-        self.storage.set_trial_user_attr(trial_id, Attr.WORKER, worker)
-        self.storage.set_trial_user_attr(trial_id, Attr.HEARTBEAT, self.now())
-        run = make_run(trial.params, trial.number)
+        try:
+            run = make_run(trial.params, trial.number)
+        except Exception:
+            self._set_aside(trial_id)  # not a run: never left running with no one to end it
+            raise
         # run_id last: a trial counts as a run (for records and the budget) only once whole.
-        self.storage.set_trial_user_attr(trial_id, Attr.ATTEMPT, 1)
-        for key in (*[k for k in ENQUEUED_ATTRS if k != Attr.RUN_ID], Attr.RUN_ID):
-            self.storage.set_trial_user_attr(trial_id, key, run[key])
+        attrs = {Attr.WORKER: worker, Attr.HEARTBEAT: self.now(), Attr.ATTEMPT: 1}
+        attrs |= {key: run[key] for key in ENQUEUED_ATTRS if key != Attr.RUN_ID}
+        attrs[Attr.RUN_ID] = run[Attr.RUN_ID]
+        if self._sql is not None:  # one transaction, where Optuna's API takes one a write
+            self._sql.set_user_attrs(trial_id, attrs)
+        else:
+            for key, value in attrs.items():
+                self.storage.set_trial_user_attr(trial_id, key, value)
         if self._drawn(trial.number) >= budget:
             self._set_aside(trial_id)
             return None

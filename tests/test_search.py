@@ -95,10 +95,18 @@ def test_a_search_draws_no_more_than_its_budget(tmp_path, bars_folder):
             3,
         )
 
+    def unmakeable(params, n):
+        raise ValueError("no run can be made of these parameters")
+
+    with pytest.raises(ValueError):  # the draw is set aside: not a run, not left running
+        store.ask(search.sampler(study, draw=0), search.distributions(study), unmakeable, me, 3)
+    assert store.trial_states() == [(None, "failed")] and not store.has_pending()
+    (aside,) = store.storage.get_all_trials(store.study_id)
+    assert aside.user_attrs == {"duplicate": True} and store.records() == []
     drawn = [draw() for _ in range(3)]
-    assert [c.label.split()[0] for c in drawn] == ["trial=0", "trial=1", "trial=2"]
+    assert [c.label.split()[0] for c in drawn] == ["trial=1", "trial=2", "trial=3"]
     assert draw() is None  # spent: nothing is sampled, nothing stored
-    assert len(store.trial_states()) == 3
+    assert len(store.trial_states()) == 1 + 3
     # A pruned run closes as Optuna's PRUNED and is never enqueued again.
     assert store.finish(drawn[0].trial_id, {"test_accuracy": 10.0, "history": []}, False,
                         pruned=True)  # fmt: skip
