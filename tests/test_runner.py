@@ -370,29 +370,73 @@ def test_a_killed_worker_is_replaced_then_ctrl_c_puts_runs_back_and_the_same_com
     assert victim.run_id in failed  # the attempt its worker died in, kept as a record
 
 
-def test_a_worker_killed_as_the_session_is_interrupted_leaves_no_run_running(tiny_spec, tmp_path):
-    """Ctrl-C reaches `cnnsweep run` just as one of its workers is killed (by the OOM killer,
-    say), so that worker cannot put its run back: the command does, once its workers have
-    exited. Nothing is left running for the next command to find; the run goes back at the
-    same attempt, as an interrupted run does."""
+@pytest.mark.parametrize("put_back", ["stored", "store unreachable"])
+def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
+    put_back, tiny_spec, tmp_path, monkeypatch, caplog
+):
+    """Ctrl-C reaches `cnnsweep run` and its workers (SIGINT, as a terminal sends it) just as one
+    worker is killed (by the OOM killer, say), so that worker cannot put its run back: the
+    command does, once its workers have exited, and exits 130. Nothing is left running for the
+    next command to find; the run goes back at the same attempt, as an interrupted run does.
+    Were the store out of reach by then, the command says so in one line and still exits 130,
+    and the next command takes the dead worker's run over at once.
+
+    The command runs in this process (its workers are processes all the same); the Ctrl-C
+    comes as it reads the study's progress, once a run has trained an epoch."""
+    from cnnsweep import runner
+
     spec = tiny_spec(name="halted", epochs=30, seeds=1)  # runs of seconds: signals mid-run
     journal = tmp_path / "runs" / "halted" / "journal.log"
+    outages = {"put_back_of_exited": int(put_back == "store unreachable")}
+    plant_outages(monkeypatch, outages)
+    workers: list = []
+    start_worker, supervise = runner._start_worker, runner._supervise
 
-    def running(records) -> list:
-        return [r for r in records if r.state == "running" and r.history]
+    def started(*args):
+        workers.append(start_worker(*args))
+        return workers[-1]
 
-    session = start_session(spec, tmp_path, workers=2)
-    try:
-        victim = running(wait_until(session, journal, "halted", running))[0]
-        kill_clear_of_the_lock(lambda s: os.kill(victim.worker["pid"], s), journal)
-        interrupted = signal_session(session, signal.SIGINT)  # at once: before it is replaced
-    finally:
-        end_session(session)
-    assert interrupted.returncode == 130, interrupted.stdout
-    after = Store.open(str(journal), "halted").records()
-    assert {r.state for r in after} <= {"complete", "waiting"}, [(r.label, r.state) for r in after]
-    (back,) = [r for r in after if r.run_id == victim.run_id]
-    assert back.state == "waiting" or back.attempts > 1  # put back, or taken over had it won
+    victims: list = []
+
+    def ctrl_c_once_a_run_trains(store, *args, **kwargs):
+        read = store.records
+
+        def records(*args, **kwargs):
+            training = [r for r in read() if r.state == "running" and r.history]
+            if not training:
+                return read(*args, **kwargs)
+            victims.append(training[0])
+            pid = training[0].worker["pid"]
+            kill_clear_of_the_lock(lambda s: os.kill(pid, s), journal)
+            for worker in workers:
+                if worker.pid != pid:
+                    os.kill(worker.pid, signal.SIGINT)
+            raise KeyboardInterrupt  # as the command's own SIGINT raises it
+
+        monkeypatch.setattr(store, "records", records)
+        return supervise(store, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_start_worker", started)
+    monkeypatch.setattr(runner, "_supervise", ctrl_c_once_a_run_trains)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(spec), "--workers", "2", "--devices", "cpu", "--no-report"]) == 130
+    assert outages == {"put_back_of_exited": 0} and all(w.exitcode is not None for w in workers)
+    (victim,) = victims
+    store = Store.open(str(journal), "halted")
+    after = {r.run_id: r for r in store.records()}
+    warned = [r.getMessage() for r in caplog.records if "could not put back" in r.getMessage()]
+    if put_back == "stored":
+        assert {r.state for r in after.values()} <= {"complete", "waiting"}, [
+            (r.label, r.state) for r in after.values()
+        ]  # fmt: skip
+        back = after[victim.run_id]  # put back, or taken over had a worker been quicker
+        assert back.state == "waiting" or back.attempts > 1, back
+        assert not warned
+        return
+    assert len(warned) == 1 and "\n" not in warned[0], warned
+    assert warned[0].endswith("connection refused"), warned
+    assert after[victim.run_id].state == "running" and after[victim.run_id].lost
+    assert store.recover_stale(grace_seconds=120, max_attempts=3) == [victim.label]
 
 
 def parent_pid(pid: int) -> int:
@@ -619,37 +663,6 @@ def test_the_command_waits_out_a_store_unreachable_as_it_follows_its_workers(
     assert outages == {"records": 0}
     assert "unreachable while reading the progress" in caplog.text
     store = Store.open(str(tmp_path / "runs" / "followed" / "journal.log"), "followed")
-    assert [(r.state, r.attempts) for r in store.records()] == [("complete", 1)] * 4
-
-
-def test_a_ctrl_c_with_the_store_unreachable_still_ends_the_command_as_interrupted(
-    tiny_spec, tmp_path, monkeypatch, caplog
-):
-    """A Ctrl-C reaches `cnnsweep run` as it reads the store; its workers (not interrupted
-    here) finish the study, and the put-back of what exited workers still hold then finds the
-    store unreachable: the command says so in one line and still exits 130, as interrupted,
-    with every stored result kept."""
-    from cnnsweep import runner
-
-    spec = tiny_spec(name="cut", epochs=1, seeds=1)
-    outages = {"put_back_of_exited": 1}
-    plant_outages(monkeypatch, outages)
-    supervise = runner._supervise
-
-    def ctrl_c_at_the_first_read(store, *args, **kwargs):
-        def interrupted(*_, **__):
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(store, "records", interrupted)
-        return supervise(store, *args, **kwargs)
-
-    monkeypatch.setattr(runner, "_supervise", ctrl_c_at_the_first_read)
-    monkeypatch.chdir(tmp_path)
-    assert main(["run", str(spec), "--devices", "cpu", "--no-report"]) == 130
-    assert outages == {"put_back_of_exited": 0}
-    said = [r.getMessage() for r in caplog.records if "could not put back" in r.getMessage()]
-    assert len(said) == 1 and "\n" not in said[0] and "connection refused" in said[0], said
-    store = Store.open(str(tmp_path / "runs" / "cut" / "journal.log"), "cut")
     assert [(r.state, r.attempts) for r in store.records()] == [("complete", 1)] * 4
 
 
