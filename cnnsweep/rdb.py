@@ -174,13 +174,8 @@ class StudyQueries:
         with self.engine.begin() as connection:
             # A rival's UPDATE of the same row waits for this one's commit, then finds the
             # trial no longer waiting: exactly one claimant wins.
-            running = connection.execute(
-                trials.update()
-                .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
-                .values(state=TrialState.RUNNING, datetime_start=_stored_now())
-                .returning(trials.c.trial_id)
-            ).first()
-            if running is None:
+            if not _move(connection, trial_id, TrialState.WAITING, TrialState.RUNNING,
+                         datetime_start=_stored_now()):  # fmt: skip
                 return None
             _set_user_attrs(connection, trial_id, attrs)
             found = connection.execute(
@@ -206,13 +201,8 @@ class StudyQueries:
         with self.engine.begin() as connection:
             if retry is not None:
                 self._lock_for_enqueue(connection)  # the retry is numbered as an enqueue is
-            failed = connection.execute(
-                trials.update()
-                .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
-                .values(state=TrialState.FAIL, datetime_complete=_stored_now())
-                .returning(trials.c.trial_id)
-            ).first()
-            if failed is None:
+            if not _move(connection, trial_id, TrialState.RUNNING, TrialState.FAIL,
+                         datetime_complete=_stored_now()):  # fmt: skip
                 return False
             _set_user_attrs(connection, trial_id, attrs)
             if retry is not None:
@@ -354,6 +344,20 @@ def waiting_twins(present: list[tuple[str, int, int, TrialState]]) -> list[int]:
         for run_id, trial_id, number, state in present
         if state == TrialState.WAITING and (2, number) != keep[run_id]
     ]
+
+
+def _move(
+    connection: Connection, trial_id: int, state: TrialState, to: TrialState, **times: dt.datetime
+) -> bool:
+    """The trial set from ``state`` to ``to`` (with its start or completion time, as Optuna's
+    set_trial_state_values sets them), if it is in ``state``; whether it was."""
+    moved = connection.execute(
+        trials.update()
+        .where(trials.c.trial_id == trial_id, trials.c.state == state)
+        .values(state=to, **times)
+        .returning(trials.c.trial_id)
+    ).first()
+    return moved is not None
 
 
 def _set_user_attrs(connection: Connection, trial_id: int, attrs: dict[str, Any]) -> None:
