@@ -1,6 +1,7 @@
 """The ``cnnsweep`` command line. Thin: it parses, calls the library, and prints.
 
-Every user-facing problem surfaces as one line ``cnnsweep: error: ...`` and exit status 2.
+Every user-facing problem surfaces as one line ``cnnsweep: error: ...`` and exit status 2; a
+store that cannot be reached mid-command, as one such line and exit status 1.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 
+import cnnsweep
 from cnnsweep import __version__
 from cnnsweep.errors import CnnsweepError, first_line, unreachable
 
@@ -187,15 +189,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = _study_from_args(args)  # a bad spec is refused before any process starts
     if not args.dry_run and surely_cpus(args.devices.split(",")):
         start_worker_server(["cpu"])  # the workers' imports, beside this command's own
-    from cnnsweep.runner import check_runs_per_device, run_study, stored_identity_version
+    from cnnsweep.runner import check_placement, run_study, stored_identity_version
     from cnnsweep.schema import RunState
     from cnnsweep.worker import WorkerOptions
 
-    if args.runs_per_device is not None:
-        if args.workers is not None:
-            raise CnnsweepError("give --workers or --runs-per-device, not both")
-        check_runs_per_device(args.runs_per_device)
+    if args.runs_per_device is not None and args.workers is not None:
+        raise CnnsweepError("give --workers or --runs-per-device, not both")
     workers = 1 if args.workers is None else args.workers
+    # Every option checked before a dry run too: it shows what the same command would do.
+    check_placement(workers, args.runs_per_device, args.devices.split(","))
+    options = WorkerOptions(
+        store_url=args.store, study_name=study.name, max_attempts=args.max_attempts,
+        heartbeat_interval=args.heartbeat, grace=args.grace, checkpoints=args.checkpoints,
+        checkpoint_every=args.checkpoint_every, speed=_speed_settings(args),
+    )  # fmt: skip
     if args.dry_run:
         runs = study.runs(stored_identity_version(study, args.store))
         for run in runs:
@@ -204,11 +211,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         if (estimate := _dry_run_estimate(study, args, workers)) is not None:
             _show_estimate(estimate, study, assume_yes=True)
         return 0
-    options = WorkerOptions(
-        store_url=args.store, study_name=study.name, max_attempts=args.max_attempts,
-        heartbeat_interval=args.heartbeat, grace=args.grace, checkpoints=args.checkpoints,
-        checkpoint_every=args.checkpoint_every, speed=_speed_settings(args),
-    )  # fmt: skip
     try:
         summary = run_study(
             study, store_url=args.store, workers=workers,
@@ -430,7 +432,8 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cnnsweep", description=__doc__.splitlines()[0])
+    # The package's own first line ("cnnsweep: controlled studies ..."), not this module's.
+    parser = _Parser(prog="cnnsweep", description=cnnsweep.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cnnsweep {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

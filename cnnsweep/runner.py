@@ -186,12 +186,7 @@ def run_study(
 ) -> RunSummary:
     """Run ``study`` to completion: check, (show the estimate to ``before_start``, which may
     raise to stop here), enqueue, train with local workers, write the CSV and the report."""
-    if not 1 <= workers <= MAX_WORKERS:
-        raise ConfigError(f"invalid --workers {workers}: must be between 1 and {MAX_WORKERS}")
-    if runs_per_device is not None:
-        check_runs_per_device(runs_per_device)
-    devices = devices or ["auto"]
-    resolved = [resolve_device(d) for d in devices]  # refuse absent devices before anything
+    resolved = check_placement(workers, runs_per_device, devices or ["auto"])
     context = start_worker_server([d.type for d in resolved])  # imports beside the checks below
     folder = study_folder(study.name)
     # The store before the data (reading only): an unreachable store, one of a newer cnnsweep or
@@ -262,6 +257,18 @@ def parse_runs_per_device(
     if check_runs_per_device(value) == "auto":
         return min(auto_runs_per_device(study, data, d) for d in devices)
     return int(value)
+
+
+def check_placement(
+    workers: int, runs_per_device: str | None, devices: list[str]
+) -> list[torch.device]:
+    """``--workers``, ``--runs-per-device`` and ``--devices`` checked (absent devices refused),
+    before anything is stored or started; the devices, resolved."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"invalid --workers {workers}: must be between 1 and {MAX_WORKERS}")
+    if runs_per_device is not None:
+        check_runs_per_device(runs_per_device)
+    return [resolve_device(d) for d in devices]
 
 
 def check_runs_per_device(value: int | str) -> int | str:

@@ -21,6 +21,7 @@ import heapq
 import logging
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -28,6 +29,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -161,6 +163,14 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}{':***' if colon else ''}@{host}{slash}{path}"
 
 
+def _masked(text: str, secrets: list[str]) -> str:
+    """``text`` with each of ``secrets`` that stands as a whole word replaced by ``***``: a
+    one-letter password is masked where it stands alone, never out of "port"."""
+    for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
+        text = re.sub(rf"(?<![\w%]){re.escape(secret)}(?![\w%])", "***", text)
+    return text
+
+
 def _userinfo(url: str) -> str:
     netloc = url.partition("://")[2].partition("/")[0]
     return netloc.rsplit("@", 1)[0] if "@" in netloc else ""
@@ -219,11 +229,8 @@ def _open_storage(url: str, create: bool) -> BaseStorage | None:
             return None
         return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # sqlalchemy raises many kinds; each becomes one line
-        reason = first_line(exc)
         password = userinfo.partition(":")[2]
-        for secret in (userinfo, password):
-            if secret:
-                reason = reason.replace(secret, "***")
+        reason = _masked(first_line(exc), [userinfo, password, unquote(password)])
         raise StoreError(f"cannot reach store {redact(url)}: {reason}") from None
 
 

@@ -304,6 +304,16 @@ CASES = [
     ("workers-and-runs-per-device-dry-run", lambda p: ["run", "upgrade.toml", "--workers", "2",
                                                        "--runs-per-device", "2", "--dry-run"],
      "give --workers or --runs-per-device, not both"),
+    # A dry run checks what the same command would: every option, the devices too.
+    ("workers-negative-dry-run", lambda p: ["run", "upgrade.toml", "--preset", "tiny",
+                                            "--workers", "-3", "--dry-run"],
+     "invalid --workers -3: must be between 1 and 256"),
+    ("device-unknown-dry-run", lambda p: ["run", "upgrade.toml", "--preset", "tiny",
+                                          "--devices", "gpu", "--dry-run"],
+     "unknown device 'gpu'"),
+    ("heartbeat-0-dry-run", lambda p: ["run", "upgrade.toml", "--preset", "tiny",
+                                       "--heartbeat", "0", "--dry-run"],
+     "invalid --heartbeat 0: must be at least 1 second"),
     # A study of CIFAR-10 (not in the cache: a download) on a store nobody answers at: the store
     # is refused first, before any download or decode.
     ("store-unreachable-before-a-download", lambda p: ["run", p.spec(

@@ -264,6 +264,12 @@ def test_unreachable_postgres_names_it_without_the_password():
     message = str(error.value)
     assert message.startswith("cannot reach store postgresql+psycopg://alice:***@127.0.0.1:9/db")
     assert "s3cret-pw" not in message and "\n" not in message
+    # A password that is a letter of the driver's words is masked alone, not out of them.
+    with pytest.raises(StoreError) as error:
+        Store.open_or_create("postgresql://bob:p@127.0.0.1:9/db", "s")
+    message = str(error.value)
+    assert message.startswith("cannot reach store postgresql+psycopg://bob:***@127.0.0.1:9/db")
+    assert "port 9 failed" in message and "***ort" not in message, message
 
 
 def test_sqlite_is_refused():
