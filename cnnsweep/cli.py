@@ -359,13 +359,14 @@ def _watch(store, interval: float) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
 
-    from cnnsweep.frame import check_output_file, results_frame, write_table
+    from cnnsweep.frame import check_output_file, results_frame, table_format, write_table
     from cnnsweep.store import Store
 
     output = check_output_file(args.output)  # before the store is even opened
+    fmt = table_format(args.output, args.format)
     store = Store.open(args.store, _study_name(args))
     frame = results_frame(store.records())
-    path = write_table(frame, output, args.format)
+    path = write_table(frame, output, fmt)
     print(f"{len(frame)} runs written to {path}")
     return 0
 
@@ -489,8 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write the results table")
     _add_study_ref(export)
-    export.add_argument("--format", default="csv", choices=["csv", "parquet"],
-                        help="csv (default) or parquet")  # fmt: skip
+    export.add_argument("--format", choices=["csv", "parquet"],
+                        help="csv or parquet (default: the output file's suffix)")  # fmt: skip
     export.add_argument("-o", "--output", required=True, help="file to write")
     export.set_defaults(handler=cmd_export)
 

@@ -84,10 +84,30 @@ def check_output_file(output: str) -> Path:
     return path
 
 
+TABLE_FORMATS = ("csv", "parquet")
+
+
+def table_format(output: str, given: str | None) -> str:
+    """The format to write ``output`` in: ``given`` (``--format``), else its suffix's. A file
+    named for one format is never written in the other (``x.parquet`` holding CSV), and a
+    suffix that names neither needs ``--format``."""
+    suffix = Path(output).suffix.lower().lstrip(".")
+    if given is None:
+        if suffix not in TABLE_FORMATS:
+            raise CnnsweepError(
+                f"cannot tell the format of {output!r} by its name: name a .csv or .parquet "
+                "file, or give --format csv|parquet"
+            )
+        return suffix
+    if suffix in TABLE_FORMATS and suffix != given:
+        raise CnnsweepError(f"--format {given} but the file {output!r} is named .{suffix}")
+    return given
+
+
 def write_table(frame: pd.DataFrame, path: Path, fmt: str) -> Path:
     """Write CSV or Parquet atomically (a temporary file renamed into place)."""
-    if fmt not in ("csv", "parquet"):
-        raise CnnsweepError(f"unknown format {fmt!r}; valid formats: csv, parquet")
+    if fmt not in TABLE_FORMATS:
+        raise CnnsweepError(f"unknown format {fmt!r}; valid formats: {', '.join(TABLE_FORMATS)}")
     path = check_output_file(str(path))
     staging = path.with_name(f".{path.name}.tmp")
     try:

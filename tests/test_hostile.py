@@ -371,6 +371,12 @@ CASES = [
      "it is a folder"),
     ("export-format", lambda p: ["export", "--study", "upgrade-tiny", "-o", "x.xml", "--format",
                                  "xml"], "invalid choice: 'xml'"),
+    # A file named for one format is never written in another (x.xlsx or x.parquet as CSV).
+    ("export-suffix-unknown", lambda p: ["export", "--study", "upgrade-tiny", "-o", "x.xlsx"],
+     "cannot tell the format of 'x.xlsx' by its name"),
+    ("export-suffix-and-format-differ", lambda p: ["export", "--study", "upgrade-tiny", "-o",
+                                                   "x.csv", "--format", "parquet"],
+     "--format parquet but the file 'x.csv' is named .csv"),
     ("claims-metric-not-numeric", lambda p: ["report", "--study", "upgrade-tiny", "-o", "out",
                                              "--claims", p.spec(
         '[[claims]]\nid = "z"\nclaim = "labels grow"\nmetric = "label"\n'

@@ -462,13 +462,15 @@ def test_status_and_export(tiny_spec, tmp_path, capsys, monkeypatch):
     assert main(["status", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "runs: 4" in out and "complete: 4" in out and "eta: 0m00s" in out
-    assert main(["export", "--study", "small", "--format", "parquet", "-o", "r.parquet"]) == 0
+    assert main(["export", "--study", "small", "-o", "r.parquet"]) == 0  # Parquet, by its name
     frame = pd.read_parquet(tmp_path / "r.parquet")
     assert len(frame) == 4 and frame.columns[0] == "lr" and (frame.state == "complete").all()
     assert main(["export", str(spec), "-o", "r.csv"]) == 0
     csv = pd.read_csv(tmp_path / "r.csv")
     assert list(csv["run_id"]) == list(frame["run_id"])  # the same runs, CSV or Parquet
     assert csv["test_accuracy"].tolist() == pytest.approx(frame["test_accuracy"].tolist())
+    assert main(["export", "--study", "small", "--format", "csv", "-o", "r.txt"]) == 0
+    assert (tmp_path / "r.txt").read_bytes() == (tmp_path / "r.csv").read_bytes()
 
     def no_workers(*_args):
         raise AssertionError("a finished study started workers")
