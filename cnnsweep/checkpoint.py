@@ -10,6 +10,7 @@ another format or written for another config means "start over", never a crash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -57,9 +58,9 @@ class RunCheckpoint:
 
     def save(self, state: dict[str, Any]) -> None:
         """Replace the checkpoint with ``state`` atomically; a failed write keeps the old one."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(staging, "wb") as file:
                 torch.save({**state, "format": FORMAT, "key": self.key}, file)
                 file.flush()
@@ -67,12 +68,17 @@ class RunCheckpoint:
             staging.replace(self.path)
         except OSError as exc:  # a full disk must not end the run: it just resumes from earlier
             log.warning("cannot write checkpoint %s: %s", self.path, exc.strerror)
-            staging.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # in a folder that cannot be written, say
+                staging.unlink(missing_ok=True)
             return
         self._last_save = time.monotonic()
 
     def remove(self) -> None:
-        """The checkpoint, and any half-written one a killed process left behind."""
-        self.path.unlink(missing_ok=True)
-        for staging in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            staging.unlink(missing_ok=True)
+        """The checkpoint, and any half-written one a killed process left behind. A folder
+        gone bad since (removed, made read-only) costs a warning, never the worker."""
+        try:
+            self.path.unlink(missing_ok=True)
+            for staging in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                staging.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove checkpoint %s: %s", self.path, exc.strerror)

@@ -232,7 +232,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         later = f"cnnsweep report --study {summary.study} -o runs/{summary.study}/report"
         later += " --store URL" if args.store else ""  # never echo a password
         print(f"report: not written (--no-report); `{later}` writes it")
-    return 1 if summary.counts.get(RunState.FAILED) else 0
+    unfinished = sum(n for state, n in summary.counts.items() if RunState(state).pending)
+    if unfinished:  # its workers kept dying, and the command gave up replacing them
+        print(f"cnnsweep: {unfinished} runs not finished: their workers kept failing (above); "
+              "run the same command again", file=sys.stderr)  # fmt: skip
+    return 1 if unfinished or summary.counts.get(RunState.FAILED) else 0
 
 
 class NotStarted(Exception):

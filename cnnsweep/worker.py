@@ -86,6 +86,8 @@ class WorkerOptions:
             raise ConfigError(
                 f"invalid --checkpoint-every {self.checkpoint_every:g}: seconds, 0 or more"
             )
+        if self.checkpoints is not None:
+            check_folder_path(self.checkpoints, "--checkpoints")
 
     def checkpoint_folder(self, store: Store) -> Path | None:
         """Where this study's checkpoints live: --checkpoints, else beside a journal store."""
@@ -94,6 +96,20 @@ class WorkerOptions:
         if "://" in store.url:
             return None  # a database store: no shared folder is known; --checkpoints gives one
         return Path(store.url).parent / "checkpoints"
+
+
+def check_folder_path(path: str, option: str) -> None:
+    """``path`` names a folder that is, or can be made: not empty, neither itself nor a parent
+    an existing file (such as ``/dev/null``). Nothing is created here."""
+    if not path.strip():
+        raise ConfigError(f"invalid {option} {path!r}: name a folder")
+    folder = Path(path)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is" if part == folder else f"is under {str(part)!r}, which is"
+                raise ConfigError(f"invalid {option} {path!r}: it {what} not a folder")
+            return
 
 
 def git_commit() -> str | None:

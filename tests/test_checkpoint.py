@@ -1,6 +1,8 @@
 """Resume inside a run: a run interrupted after epoch e resumes at e + 1 from its checkpoint and
 ends exactly as an uninterrupted run; a bad checkpoint means starting over, never a crash."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,17 @@ def test_checkpoints_are_spaced_out_by_min_interval(patterns, tmp_path):
     config = make_config(**{**SETTINGS, "max_epochs": 3})
     train(config, patterns, checkpoint=RunCheckpoint(path, "k", 3600))
     assert not path.exists()  # no epoch came an hour after the start
+
+
+def test_a_checkpoint_folder_that_cannot_be_written_costs_warnings_never_the_run(patterns, caplog):
+    """A checkpoint under a path that is no folder (/dev/null, or one made read-only or removed
+    mid-study): each save and the final removal say so in a line, and the run trains to its end
+    as it would without checkpoints. Before, the removal's error ended the worker."""
+    config = make_config(**{**SETTINGS, "max_epochs": 2})
+    checkpoint = RunCheckpoint(Path("/dev/null/study/run.pt"), "k", 0)
+    result = train(config, patterns, checkpoint=checkpoint)
+    checkpoint.remove()
+    assert metrics(result) == metrics(train(config, patterns))
+    said = [r.getMessage() for r in caplog.records]
+    assert any("cannot write checkpoint /dev/null/study/run.pt" in m for m in said), said
+    assert any("cannot remove checkpoint /dev/null/study/run.pt" in m for m in said), said

@@ -332,6 +332,12 @@ CASES = [
                                "--grace", "10"], "invalid --grace 10"),
     ("max-attempts-0", lambda p: ["worker", "--study", "upgrade-tiny", "--max-attempts", "0"],
      "invalid --max-attempts 0"),
+    ("checkpoints-a-device", lambda p: ["run", "upgrade.toml", "--preset", "tiny",
+                                        "--checkpoints", "/dev/null", "--devices", "cpu"],
+     "invalid --checkpoints '/dev/null': it is not a folder"),
+    ("checkpoints-under-a-file", lambda p: ["worker", "--study", "upgrade-tiny",
+                                            "--checkpoints", "upgrade.toml/ckpt"],
+     "invalid --checkpoints 'upgrade.toml/ckpt': it is under 'upgrade.toml', which is not"),
     # --- stores ---------------------------------------------------------------------------------
     ("study-name-path", lambda p: ["status", "--study", "../../etc"],
      "invalid study name '../../etc'"),

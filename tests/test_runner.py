@@ -669,6 +669,36 @@ def test_the_command_waits_out_a_store_unreachable_as_it_follows_its_workers(
     assert [(r.state, r.attempts) for r in store.records()] == [("complete", 1)] * 4
 
 
+def test_workers_that_keep_dying_end_the_command_non_zero_with_the_runs_left_waiting(
+    tiny_spec, tmp_path, monkeypatch, capsys
+):
+    """Every worker process dies at once (exit 1, as a crash or the OOM killer would end it):
+    the command replaces them a bounded number of times, then ends with one line saying how
+    many runs are not finished and exit status 1, the runs left waiting for the next command.
+    Before, it said nothing of them and exited 0."""
+    from cnnsweep import runner
+
+    spec = tiny_spec(name="doomed", epochs=1, seeds=1)
+    started = []
+
+    def dying(context, options):
+        process = context.Process(target=os._exit, args=(1,), daemon=True)
+        process.start()
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(runner, "_start_worker", dying)
+    monkeypatch.chdir(tmp_path)
+    args = ["run", str(spec), "--workers", "2", "--devices", "cpu", "--max-attempts", "2"]
+    assert main([*args, "--no-report"]) == 1
+    assert len(started) == 2 + 2 * 2  # the two, then workers x max attempts replacements
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("cnnsweep: 4 runs not finished: their workers kept failing (above); "
+                       "run the same command again"), err  # fmt: skip
+    store = Store.open(str(tmp_path / "runs" / "doomed" / "journal.log"), "doomed")
+    assert [r.state for r in store.records()] == ["waiting"] * 4
+
+
 def test_a_store_lost_for_longer_than_the_patience_ends_the_command_in_one_line(
     tmp_path, bars_folder, monkeypatch, capsys, caplog
 ):
