@@ -101,6 +101,21 @@ def test_read_only_arrays_reach_torch_as_writable_copies():
     assert shared.images.data_ptr() == writable.ctypes.data
 
 
+def test_a_cache_that_cannot_be_written_is_said_and_the_data_still_loads(
+    tmp_path, monkeypatch, caplog
+):
+    """$CNNSWEEP_CACHE naming a file: the data loads (decoded), a line says that the cache
+    cannot be written, and the file is left as it was."""
+    folder = write_cifar_folder(tmp_path / "cifar-10-batches-py")
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_bytes(b"mine")
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(not_a_folder))
+    assert not load_data(folder).from_cache
+    (said,) = [r.getMessage() for r in caplog.records if "decode cache" in r.getMessage()]
+    assert said.startswith(f"cnnsweep: cannot write the decode cache in {not_a_folder}/"), said
+    assert not_a_folder.read_bytes() == b"mine"
+
+
 @pytest.mark.parametrize("damage", ["empty-meta", "truncated-array", "missing-array"])
 def test_a_damaged_cache_entry_is_decoded_again_and_replaced(tmp_path, private_cache, damage):
     folder = write_cifar_folder(tmp_path / "cifar-10-batches-py")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnsweep.data.dataset import ImageDataset
+
+log = logging.getLogger("cnnsweep.data.cache")
 
 CACHE_ENV = "CNNSWEEP_CACHE"
 # Bump when decoding changes so that old cache entries are not reused. 2: archives are verified
@@ -94,7 +97,9 @@ def save_cached(dataset: ImageDataset) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
-    except OSError:
+    except OSError as exc:  # $CNNSWEEP_CACHE naming a file, say: said, as it costs each command
+        log.warning("cnnsweep: cannot write the decode cache in %s (%s): the data will be "
+                    "decoded again by the next command", parent, exc.strerror)  # fmt: skip
         return
     try:
         for name in _ARRAYS:
