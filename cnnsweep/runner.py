@@ -34,7 +34,14 @@ from cnnsweep.preflight import available_memory, device_memory, footprint, prefl
 from cnnsweep.progress import StudyProgress
 from cnnsweep.schema import level_label
 from cnnsweep.spec import Run, Study, StudySpec
-from cnnsweep.store import RunRecord, Store, StudyNotFound, patiently, study_folder
+from cnnsweep.store import (
+    RunRecord,
+    Store,
+    StudyNotFound,
+    check_store_can_be_made,
+    patiently,
+    study_folder,
+)
 from cnnsweep.worker import WorkerOptions, check_same_data, worker_process
 
 log = logging.getLogger("cnnsweep.runner")
@@ -142,9 +149,12 @@ def check_stored_spec(store: Store, study: Study, allow_spec_change: bool) -> bo
 
 
 def existing_store(study: Study, store_url: str | None) -> Store | None:
+    """The study's store if it exists (read only), else None once it is known that one can
+    be made there: a journal's folder blocked by a file is refused before any data is read."""
     try:
         return Store.open(store_url, study.name)
     except StudyNotFound:
+        check_store_can_be_made(store_url, study.name)
         return None
 
 

@@ -42,6 +42,7 @@ from cnnsweep.errors import CnnsweepError, first_line, unreachable
 from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
 from cnnsweep.interrupts import interrupts_deferred
 from cnnsweep.journal import CheckedJournalStorage, open_journal
+from cnnsweep.paths import file_in_the_way
 from cnnsweep.schema import (
     ENQUEUED_ATTRS,
     EPOCH_PREFIX,
@@ -199,6 +200,17 @@ def resolve_url(url: str | None, study_name: str) -> str:
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def check_store_can_be_made(url: str | None, study_name: str) -> None:
+    """Refuse a journal store whose folder a file stands in the way of (``runs`` a file, or
+    ``--store notes.txt/journal.log``). A database is checked when it is opened."""
+    resolved = resolve_url(url, study_name)
+    if _is_database(resolved):
+        return
+    path = Path(resolved)
+    if (blocking := file_in_the_way(path.parent)) is not None:
+        raise StoreError(f"cannot open store {path}: {str(blocking)!r} is not a folder")
 
 
 def _is_database(url: str) -> bool:

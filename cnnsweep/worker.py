@@ -33,6 +33,7 @@ from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.dataset import signature_difference
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError, DataError, first_line, unreachable
+from cnnsweep.paths import file_in_the_way
 from cnnsweep.schema import intermediate_value
 from cnnsweep.spec import Study, study_from_document
 from cnnsweep.store import ClaimedRun, Store, patiently, this_worker
@@ -104,12 +105,9 @@ def check_folder_path(path: str, option: str) -> None:
     if not path.strip():
         raise ConfigError(f"invalid {option} {path!r}: name a folder")
     folder = Path(path)
-    for part in (folder, *folder.parents):
-        if part.exists():
-            if not part.is_dir():
-                what = "is" if part == folder else f"is under {str(part)!r}, which is"
-                raise ConfigError(f"invalid {option} {path!r}: it {what} not a folder")
-            return
+    if (blocking := file_in_the_way(folder)) is not None:
+        what = "is" if blocking == folder else f"is under {str(blocking)!r}, which is"
+        raise ConfigError(f"invalid {option} {path!r}: it {what} not a folder")
 
 
 def git_commit() -> str | None:

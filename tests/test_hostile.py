@@ -360,6 +360,10 @@ CASES = [
      "is not a journal line"),
     ("store-empty", lambda p: ["run", "upgrade.toml", "--preset", "tiny", "--store", "",
                                "--devices", "cpu"], "invalid --store ''"),
+    # Refused before the data is read: no decode, no cache entry.
+    ("journal-under-a-file", lambda p: ["run", "upgrade.toml", "--preset", "tiny", "--store",
+                                        "upgrade.toml/journal.log", "--devices", "cpu"],
+     "cannot open store upgrade.toml/journal.log: 'upgrade.toml' is not a folder"),
     ("journal-is-a-device", lambda p: ["status", "--store", "/dev/zero", "--study", "x"],
      "is not a regular file"),
     ("identity-from-the-future", lambda p: ["run", "upgrade.toml", "--preset", "tiny", "--store",
