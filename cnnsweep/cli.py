@@ -20,9 +20,11 @@ from collections.abc import Callable, Sequence
 import cnnsweep
 from cnnsweep import __version__
 from cnnsweep.errors import CnnsweepError, first_line, unreachable
+from cnnsweep.interrupts import Terminated, sigterm_stops_as_ctrl_c
 
 EXIT_USAGE = 2
 EXIT_STORE_LOST = 1  # not the input's fault: the same command may succeed later
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,6 +184,11 @@ def _study_name(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    with sigterm_stops_as_ctrl_c():  # runs in flight go back to the queue, as on a Ctrl-C
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from cnnsweep.launch import start_worker_server, surely_cpus
 
     if args.max_runs is not None and args.max_runs < 1:
@@ -535,10 +542,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnsweepError as exc:
         print(f"cnnsweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         hint = "; run the same command again to finish" if args.command == "run" else ""
-        print(f"cnnsweep: interrupted{hint}", file=sys.stderr)
-        return 130
+        terminated = isinstance(stop, Terminated)  # a SIGTERM
+        print(f"cnnsweep: {'terminated' if terminated else 'interrupted'}{hint}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `cnnsweep run seed48 --dry-run | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silence the flush at exit)
         return 0

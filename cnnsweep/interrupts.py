@@ -54,6 +54,30 @@ def interrupts_deferred() -> Iterator[None]:
             postponed[number](number, frame)  # e.g. KeyboardInterrupt, raised here and now
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM to a command, raised as a Ctrl-C is, for the same clean stop; told apart so
+    that the command can pass it on to its workers (a SIGTERM, unlike a terminal's Ctrl-C,
+    reaches one process only) and exit as terminated."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_as_ctrl_c() -> Iterator[None]:
+    """Within the block a SIGTERM (``kill PID``, a scheduler or service manager stopping the
+    command) raises :class:`Terminated`; the handler before it is restored after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(number: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @contextlib.contextmanager
 def held(lock: Lock) -> Iterator[None]:
     """``lock`` held for the block, taken and given up whole: a Ctrl-C as it is taken is

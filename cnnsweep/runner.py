@@ -28,6 +28,7 @@ from cnnsweep.errors import ConfigError, first_line
 from cnnsweep.estimate import StudyEstimate, cpu_share, estimate_study
 from cnnsweep.frame import results_frame, study_data, write_table
 from cnnsweep.identity import IDENTITY_VERSION, OUTSIDE_IDENTITY
+from cnnsweep.interrupts import Terminated
 from cnnsweep.launch import start_worker_server
 from cnnsweep.machine import usable_cores
 from cnnsweep.preflight import available_memory, device_memory, footprint, preflight
@@ -363,6 +364,18 @@ def _start_worker(context: multiprocessing.context.BaseContext, options: WorkerO
     return process
 
 
+def _pass_on_sigterm(processes: list, head_start_s: float = 1.0) -> None:
+    """SIGTERM to the workers still alive ``head_start_s`` after this command got one: sent
+    to the whole process group (a service manager's stop), each got its own and is putting its
+    run back; to the command alone (``kill PID``), they would train on unsupervised."""
+    deadline = time.monotonic() + head_start_s
+    for process in processes:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # a worker takes SIGTERM as a Ctrl-C (worker.py)
+
+
 def _supervise(
     store: Store, options: list[WorkerOptions], progress: StudyProgress,
     context: multiprocessing.context.BaseContext,
@@ -393,7 +406,9 @@ def _supervise(
                 patiently(recover, "looking for runs of silent workers")
                 processes[i] = _start_worker(context, options[i])
                 worker_pids.append(processes[i].pid)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, Terminated):  # a SIGTERM to this process alone: passed on
+            _pass_on_sigterm(processes)
         for process in processes:  # they got the same Ctrl-C: let them put their runs back
             process.join(timeout=30)
         # What one of them still holds (killed meanwhile, say) goes back too: nothing is left

@@ -440,6 +440,52 @@ def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
     assert store.recover_stale(grace_seconds=120, max_attempts=3) == [left.label]
 
 
+def test_a_sigterm_to_the_command_alone_stops_its_workers_and_puts_their_runs_back(
+    tiny_spec, tmp_path, monkeypatch, capsys
+):
+    """`kill PID` of `cnnsweep run` (a scheduler or service manager stopping it) reaches that
+    process only: the command passes the SIGTERM on to its workers, which put their runs back,
+    and exits 143, as terminated. Before, it died at once and its workers trained on.
+
+    The command runs in this process, which the SIGTERM is sent to (the handler is the
+    command's own, and is restored after it); its workers are processes all the same."""
+    from cnnsweep import runner
+
+    spec = tiny_spec(name="stopped", epochs=30, seeds=3)  # runs of seconds: signals mid-study
+    workers: list = []
+    start_worker, supervise = runner._start_worker, runner._supervise
+
+    def started(*args):
+        workers.append(start_worker(*args))
+        return workers[-1]
+
+    def sigterm_once_runs_train(store, *args, **kwargs):
+        read = store.records
+
+        def records(*args, **kwargs):
+            if any(r.state == "running" and r.history for r in read()):
+                os.kill(os.getpid(), signal.SIGTERM)  # raised here, in the main thread
+            return read(*args, **kwargs)
+
+        monkeypatch.setattr(store, "records", records)
+        return supervise(store, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_start_worker", started)
+    monkeypatch.setattr(runner, "_supervise", sigterm_once_runs_train)
+    monkeypatch.chdir(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["run", str(spec), "--workers", "2", "--devices", "cpu", "--no-report"]) == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "cnnsweep: terminated; run the same command again" in capsys.readouterr().err
+    # Each worker ended as a Ctrl-C ends it (exit 130), having put its run back itself.
+    assert [w.exitcode for w in workers] == [130, 130]
+    store = Store.open(str(tmp_path / "runs" / "stopped" / "journal.log"), "stopped")
+    records = store.records()
+    assert {r.state for r in records} <= {"complete", "waiting"}, [(r.label, r.state)
+                                                                   for r in records]  # fmt: skip
+    assert any(r.state == "waiting" and r.attempts == 1 for r in records)  # put back
+
+
 def parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
