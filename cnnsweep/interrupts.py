@@ -67,15 +67,16 @@ def sigterm_stops_as_ctrl_c() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def terminated(number: int, frame: FrameType | None) -> None:
-        raise Terminated
-
-    before = signal.signal(signal.SIGTERM, terminated)
+    before = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def raise_terminated(number: int, frame: FrameType | None) -> None:
+    """A SIGTERM handler: the signal raised as :class:`Terminated`."""
+    raise Terminated
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from cnnsweep.data import ImageDataset, load_data
 from cnnsweep.data.dataset import signature_difference
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError, DataError, first_line, unreachable
+from cnnsweep.interrupts import raise_terminated
 from cnnsweep.paths import file_in_the_way
 from cnnsweep.schema import intermediate_value
 from cnnsweep.spec import Study, study_from_document
@@ -166,8 +167,10 @@ def heartbeat(store: Store, trial_id: int, interval: float):
 
 
 def _interrupt_on_sigterm() -> None:
+    """A SIGTERM (one passed on by `cnnsweep run`, or a preemption notice) stops this worker as
+    a Ctrl-C does: its run goes back to the queue."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def check_same_data(store: Store, signature: dict[str, Any]) -> bool:
