@@ -391,7 +391,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     store = Store.open(args.store, _study_name(args))
     files = build_report(study_data(store), Path(args.output), args.claims)
-    print(f"report written to {files.html} ({len(files.figures)} figures, {files.csv.name})")
+    count = len(files.figures)
+    print(f"report written to {files.html} ({count} figure{'' if count == 1 else 's'}, "
+          f"{files.csv.name})")  # fmt: skip
     return 0
 
 

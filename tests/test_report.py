@@ -392,6 +392,27 @@ def test_a_study_with_no_finished_runs_draws_nothing_and_says_so(tmp_path, recwa
     assert [str(w.message) for w in recwarn] == []  # matplotlib had nothing to warn about
 
 
+def test_a_study_whose_every_run_diverged_at_once_is_reported_without_curves(tmp_path):
+    """Every run diverged in its first epoch (no validation accuracy in any epoch): the report
+    is written, with no learning-curve figure (there is no curve to draw). Before, building the
+    curves' frame raised a pandas error and `cnnsweep run` ended in a traceback."""
+    from cnnsweep.runner import open_study_store, run_dicts
+    from cnnsweep.spec import load_study
+    from cnnsweep.store import this_worker
+
+    study = load_study("seed48-holdout", "quick")
+    store = open_study_store(study, str(tmp_path / "journal.log"), False)
+    store.enqueue_missing(run_dicts(study)[:2])
+    while (claim := store.claim(this_worker())) is not None:
+        epoch = {"epoch": 1, "train_loss": float("nan"), "train_accuracy": 10.0,
+                 "val_loss": None, "val_accuracy": None, "epoch_time": 0.1}  # fmt: skip
+        store.finish(claim.trial_id, {"stop_reason": "diverged", "epochs_trained": 1,
+                                      "test_accuracy": 10.0, "history": [epoch]}, True)  # fmt: skip
+    files = build_report(study_data(store), tmp_path / "out")
+    assert not any(f.name.startswith("learning_curves") for f in files.figures), files.figures
+    assert "2 diverged" in files.html.read_text()
+
+
 def test_epochs_are_drawn_on_whole_numbers(fixture_report):
     from cnnsweep.report.figures import metric_by_factor
     from cnnsweep.report.gather import by_level

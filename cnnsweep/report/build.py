@@ -180,7 +180,8 @@ def choose_figures(
     curve_metric = "train_accuracy" if protocol == "seed" else "val_accuracy"
     panels, colour = ranked[:2], (ranked[2] if len(ranked) > 2 else None)
     lines = gather.curves(frame, history, curve_metric, panels, colour)
-    figures.append(learning_curves(lines, curve_metric, panels, colour))
+    if not lines.empty:  # else no run has a curve to draw
+        figures.append(learning_curves(lines, curve_metric, panels, colour))
     return figures
 
 

@@ -78,6 +78,8 @@ def curves(
     long = history.dropna(subset=[metric]).merge(
         runs[[*panels, *([colour] if colour else [])]], left_on="run_id", right_index=True
     )
+    if long.empty:  # no epoch has the metric: every run diverged in its first epoch, say
+        return pd.DataFrame(columns=columns)
     for factor in reversed(panels):  # panels in the factors' display order
         position = {level: i for i, level in enumerate(level_order(frame[factor]))}
         long = long.sort_values(factor, key=lambda s, p=position: s.map(p), kind="stable")
