@@ -356,19 +356,27 @@ def runs_to_do(records: list[RunRecord], total: int, searching: bool) -> int:
 PROGRESS_INTERVAL, PROGRESS_COST = 1.0, 10
 
 
-def _start_worker(context: multiprocessing.context.BaseContext, options: WorkerOptions):
-    """A worker in this process's folder and environment (a fork server keeps its own)."""
-    process = context.Process(target=worker_process, daemon=True,
-                              args=(options, os.getcwd(), dict(os.environ)))  # fmt: skip
+def _start_worker(
+    context: multiprocessing.context.BaseContext, options: WorkerOptions, study_done=None
+):
+    """A worker in this process's folder and environment (a fork server keeps its own);
+    ``study_done``, an event of ``context`` set once nothing is pending, ends its idle waits."""
+    arguments = (options, os.getcwd(), dict(os.environ), study_done)
+    process = context.Process(target=worker_process, args=arguments, daemon=True)
     process.start()
     return process
 
 
-def _pass_on_sigterm(processes: list, head_start_s: float = 1.0) -> None:
-    """SIGTERM to the workers still alive ``head_start_s`` after this command got one: sent
-    to the whole process group (a service manager's stop), each got its own and is putting its
-    run back; to the command alone (``kill PID``), they would train on unsupervised."""
-    deadline = time.monotonic() + head_start_s
+# Seconds the workers have to end on their own after `cnnsweep run` gets a SIGTERM: a SIGTERM
+# sent to the whole process group (a service manager's stop) reached each of them too.
+SIGTERM_HEAD_START_S = 1.0
+
+
+def _pass_on_sigterm(processes: list) -> None:
+    """SIGTERM to the workers still alive SIGTERM_HEAD_START_S after this command got one:
+    sent to the whole process group, each got its own and is putting its run back; sent to the
+    command alone (``kill PID``), they would train on unsupervised."""
+    deadline = time.monotonic() + SIGTERM_HEAD_START_S
     for process in processes:
         process.join(timeout=max(0.0, deadline - time.monotonic()))
     for process in processes:
@@ -381,7 +389,10 @@ def _supervise(
     context: multiprocessing.context.BaseContext,
 ) -> None:  # fmt: skip
     """Run the workers; replace one that dies while runs remain (a bounded number of times)."""
-    processes = [_start_worker(context, o) for o in options]
+    # Set once nothing is pending: a worker idle while another trains the study's last run
+    # then ends at once, not when it next looks at the queue (up to 2 s later).
+    study_done = context.Event()
+    processes = [_start_worker(context, o, study_done) for o in options]
     worker_pids = [p.pid for p in processes]  # every worker of this command, replacements too
     restarts_left = len(options) * max(1, options[0].max_attempts)
     interval = PROGRESS_INTERVAL
@@ -396,6 +407,8 @@ def _supervise(
             interval = max(PROGRESS_INTERVAL, PROGRESS_COST * (time.monotonic() - started))
             progress.update(records)
             unfinished = any(r.state.pending for r in records)
+            if not unfinished:
+                study_done.set()
             for i, process in enumerate(processes):
                 if process.is_alive() or process.exitcode == 0 or not unfinished:
                     continue
@@ -404,7 +417,7 @@ def _supervise(
                 restarts_left -= 1
                 recover = partial(store.recover_stale, options[i].grace, options[i].max_attempts)
                 patiently(recover, "looking for runs of silent workers")
-                processes[i] = _start_worker(context, options[i])
+                processes[i] = _start_worker(context, options[i], study_done)
                 worker_pids.append(processes[i].pid)
     except KeyboardInterrupt as stop:
         if isinstance(stop, Terminated):  # a SIGTERM to this process alone: passed on

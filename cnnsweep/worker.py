@@ -21,7 +21,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from optuna.exceptions import UpdateFinishedTrialError
@@ -41,6 +41,14 @@ from cnnsweep.store import ClaimedRun, Store, patiently, this_worker
 from cnnsweep.train import train
 
 log = logging.getLogger("cnnsweep.worker")
+
+
+class Waitable(Protocol):
+    """An event a worker can wait on (multiprocessing's, threading's)."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 MIN_HEARTBEAT = 1.0  # seconds
 GRACE_HEARTBEATS = 3  # a run is taken over only after this many heartbeats were missed
 
@@ -187,8 +195,12 @@ def check_same_data(store: Store, signature: dict[str, Any]) -> bool:
     return stored is not None
 
 
-def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
-    """Work until the study has nothing waiting or running; returns the number of runs done."""
+def run_worker(
+    options: WorkerOptions, data: ImageDataset | None = None, study_done: Waitable | None = None
+) -> int:
+    """Work until the study has nothing waiting or running; returns the number of runs done.
+    ``study_done``: an event `cnnsweep run` sets once it sees nothing pending, which ends this
+    worker's wait between looks at the queue (else it notices when it next looks)."""
     _interrupt_on_sigterm()
     store = Store.open(options.store_url, options.study_name)
     device = resolve_device(options.device)
@@ -228,7 +240,10 @@ def run_worker(options: WorkerOptions, data: ImageDataset | None = None) -> int:
             if not patiently(store.has_pending, "reading the queue"):
                 return done
             # Others still run, and one of them may die: look again soon, then less often.
-            time.sleep(idle)
+            if study_done is None:
+                time.sleep(idle)
+            else:
+                study_done.wait(idle)
             idle = min(options.poll_interval, 2 * idle)
             continue
         idle = FIRST_IDLE_WAIT
@@ -357,7 +372,10 @@ def _run_one(
 
 
 def worker_process(
-    options: WorkerOptions, folder: str | None = None, environment: dict[str, str] | None = None
+    options: WorkerOptions,
+    folder: str | None = None,
+    environment: dict[str, str] | None = None,
+    study_done: Waitable | None = None,
 ) -> None:
     """A local worker process started by `cnnsweep run`: spawned, or forked from a server that
     imported this module before (runner.worker_context). Either way it imports what training
@@ -370,7 +388,7 @@ def worker_process(
         os.environ.update(environment)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        run_worker(options)
+        run_worker(options, study_done=study_done)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:  # the store lost past the patience: one line, not a traceback

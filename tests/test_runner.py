@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.journal import LOCK_GRACE
 from cnnsweep.runner import study_estimate
 from cnnsweep.spec import load_study
-from cnnsweep.store import Store, StoreError
-from cnnsweep.worker import WorkerOptions, check_speed, worker_process
+from cnnsweep.store import Store, StoreError, this_worker
+from cnnsweep.worker import WorkerOptions, check_speed, run_worker, worker_process
 from tests.conftest import (
     TINY_STUDY,
     cut_last_line,
@@ -382,7 +383,7 @@ def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
     and the next command takes the dead worker's run over at once.
 
     The command runs in this process (its workers are processes all the same); the Ctrl-C
-    comes as it reads the study's progress, once a run has trained an epoch."""
+    comes as it reads the study's progress, once a run is in training."""
     from cnnsweep import runner
 
     spec = tiny_spec(name="halted", epochs=30, seeds=1)  # runs of seconds: signals mid-run
@@ -402,7 +403,7 @@ def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
         read = store.records
 
         def records(*args, **kwargs):
-            training = [r for r in read() if r.state == "running" and r.history]
+            training = [r for r in read() if r.state == "running"]
             if not training:
                 return read(*args, **kwargs)
             victims.append(min(training, key=lambda r: len(r.history)))  # the most left to train
@@ -418,6 +419,7 @@ def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
 
     monkeypatch.setattr(runner, "_start_worker", started)
     monkeypatch.setattr(runner, "_supervise", ctrl_c_once_a_run_trains)
+    monkeypatch.setattr(runner, "PROGRESS_INTERVAL", 0.2)  # its reads: 1 s apart otherwise
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(spec), "--workers", "2", "--devices", "cpu", "--no-report"]) == 130
     assert outages == {"put_back_of_exited": 0} and all(w.exitcode is not None for w in workers)
@@ -463,7 +465,7 @@ def test_a_sigterm_to_the_command_alone_stops_its_workers_and_puts_their_runs_ba
         read = store.records
 
         def records(*args, **kwargs):
-            if any(r.state == "running" and r.history for r in read()):
+            if any(r.state == "running" for r in read()):
                 os.kill(os.getpid(), signal.SIGTERM)  # raised here, in the main thread
             return read(*args, **kwargs)
 
@@ -472,6 +474,8 @@ def test_a_sigterm_to_the_command_alone_stops_its_workers_and_puts_their_runs_ba
 
     monkeypatch.setattr(runner, "_start_worker", started)
     monkeypatch.setattr(runner, "_supervise", sigterm_once_runs_train)
+    monkeypatch.setattr(runner, "SIGTERM_HEAD_START_S", 0.1)  # 1 s: no group signal here
+    monkeypatch.setattr(runner, "PROGRESS_INTERVAL", 0.2)  # its reads: 1 s apart otherwise
     monkeypatch.chdir(tmp_path)
     before = signal.getsignal(signal.SIGTERM)
     assert main(["run", str(spec), "--workers", "2", "--devices", "cpu", "--no-report"]) == 143
@@ -727,7 +731,7 @@ def test_workers_that_keep_dying_end_the_command_non_zero_with_the_runs_left_wai
     spec = tiny_spec(name="doomed", epochs=1, seeds=1)
     started = []
 
-    def dying(context, options):
+    def dying(context, *_):
         process = context.Process(target=os._exit, args=(1,), daemon=True)
         process.start()
         started.append(process)
@@ -743,6 +747,36 @@ def test_workers_that_keep_dying_end_the_command_non_zero_with_the_runs_left_wai
                        "run the same command again"), err  # fmt: skip
     store = Store.open(str(tmp_path / "runs" / "doomed" / "journal.log"), "doomed")
     assert [r.state for r in store.records()] == ["waiting"] * 4
+
+
+def test_an_idle_worker_ends_when_told_the_study_is_done_not_at_its_next_look(
+    tmp_path, bars_folder, monkeypatch
+):
+    """A worker with nothing to claim while another trains the study's last runs waits between
+    looks at the queue (0.1 s, doubling up to 2 s; 30 s from the first here). `cnnsweep run`
+    sets an event once it sees nothing pending: the wait ends then, and so does the worker,
+    with no run of its own."""
+    monkeypatch.setattr("cnnsweep.worker.FIRST_IDLE_WAIT", 30.0)
+    journal = enqueued_journal(tmp_path, SEED_PROTOCOL.format(data=bars_folder))
+    store = Store.open(journal, "script")
+    other = this_worker()  # another worker of this process: alive, beating
+    held = [store.claim(other), store.claim(other)]
+    study_done = threading.Event()
+
+    def the_other_worker_finishes() -> None:
+        time.sleep(0.5)
+        for claim in held:
+            store.finish(claim.trial_id, {"test_accuracy": 50.0, "history": []}, False)
+        study_done.set()  # what the command does once it reads the study finished
+
+    finisher = threading.Thread(target=the_other_worker_finishes)
+    finisher.start()
+    started = time.monotonic()
+    options = WorkerOptions(journal, "script", device="cpu", poll_interval=30)
+    assert run_worker(options, study_done=study_done) == 0
+    finisher.join()
+    assert time.monotonic() - started < 10  # 0.5 s and the data's load; not 30 s
+    assert [r.state for r in store.records()] == ["complete", "complete"]
 
 
 def test_a_store_lost_for_longer_than_the_patience_ends_the_command_in_one_line(
