@@ -48,6 +48,8 @@ class Waitable(Protocol):
 
     def wait(self, timeout: float | None = None) -> bool: ...
 
+    def is_set(self) -> bool: ...
+
 
 MIN_HEARTBEAT = 1.0  # seconds
 GRACE_HEARTBEATS = 3  # a run is taken over only after this many heartbeats were missed
@@ -240,7 +242,9 @@ def run_worker(
             if not patiently(store.has_pending, "reading the queue"):
                 return done
             # Others still run, and one of them may die: look again soon, then less often.
-            if study_done is None:
+            # Once set, the event no longer cuts a wait: were the study to grow again (runs a
+            # changed spec enqueued elsewhere), this would otherwise poll without a pause.
+            if study_done is None or study_done.is_set():
                 time.sleep(idle)
             else:
                 study_done.wait(idle)

@@ -779,6 +779,29 @@ def test_an_idle_worker_ends_when_told_the_study_is_done_not_at_its_next_look(
     assert [r.state for r in store.records()] == ["complete", "complete"]
 
 
+def test_an_event_set_before_the_study_grew_again_cuts_no_wait(tmp_path, bars_folder, monkeypatch):
+    """The event was set (nothing was pending), then runs are pending again (another machine
+    enqueued a changed spec's runs, say): the worker's waits between looks are its usual ones,
+    not cut short by the event over and over, which would poll the store without a pause."""
+    journal = enqueued_journal(tmp_path, SEED_PROTOCOL.format(data=bars_folder))
+    store = Store.open(journal, "script")
+    other = this_worker()
+    held = [store.claim(other), store.claim(other)]
+    study_done = threading.Event()
+    study_done.set()
+    looks = []
+    has_pending = Store.has_pending
+    monkeypatch.setattr(Store, "has_pending", lambda self: looks.append(1) or has_pending(self))
+    finisher = threading.Timer(0.4, lambda: [
+        store.finish(claim.trial_id, {"test_accuracy": 50.0, "history": []}, False)
+        for claim in held
+    ])  # fmt: skip
+    finisher.start()
+    assert run_worker(WorkerOptions(journal, "script", device="cpu"), study_done=study_done) == 0
+    finisher.join()
+    assert 2 <= len(looks) <= 5, len(looks)  # 0.1 s, 0.2 s, 0.4 s apart
+
+
 def test_a_store_lost_for_longer_than_the_patience_ends_the_command_in_one_line(
     tmp_path, bars_folder, monkeypatch, capsys, caplog
 ):
