@@ -294,6 +294,60 @@ def test_holm_adjusts_the_sign_tests_of_a_table():
     assert [c.outcome for c in stats.holm(made)] == ["greater", "greater", "greater"]
 
 
+
+def claim_frame(sgd_differences: list[float]) -> pd.DataFrame:
+    """Runs of batch norm vs dropout for three optimizers, one pair per seed: Adam's and
+    RMSprop's pairs split evenly (no verdict), SGD's differences (batch norm - dropout) given."""
+    rows = []
+    for optimizer, differences in (("adam", [1.0, -1.0] * 4), ("rmsprop", [2.0, -2.0] * 4),
+                                   ("sgd", sgd_differences)):  # fmt: skip
+        for seed, difference in enumerate(differences):
+            for regularization, acc in (("batch_norm", 50.0 + difference), ("dropout", 50.0)):
+                rows.append({"optimizer": optimizer, "regularization": regularization,
+                             "seed": seed, "test_accuracy": acc, "finished": True,
+                             "stop_reason": "patience"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "sgd_differences, sign_p, holm_p, verdict",
+    [
+        # Dropout wins 6 of 6 for SGD: p = 2/64 alone, but one of three chances: x3 = 0.094.
+        ([-1.0] * 6, 2 / 64, 3 * 2 / 64, "inconclusive"),
+        # 8 of 8: p = 2/256, x3 = 0.023, still below 0.05.
+        ([-1.0] * 8, 2 / 256, 3 * 2 / 256, "contradicted"),
+    ],
+)
+def test_a_claim_is_contradicted_only_past_holm_over_its_tests(
+    sgd_differences, sign_p, holm_p, verdict
+):
+    """"Batch norm beats dropout for every optimizer" has three tests: any one going the other
+    way would contradict it, so those are judged with their sign tests Holm-adjusted over the
+    three (the Adam and RMSprop tests, p = 1, leave SGD's smallest p multiplied by 3)."""
+    (claim,) = [c for c in load_claims("seed-report") if c.id == "a"]
+    frame = claim_frame(sgd_differences)
+    (finding,) = judge_claims([claim], frame, ["optimizer", "regularization"])
+    sgd = {e.context: e.comparison for e in finding.evidence}["optimizer=sgd"]
+    assert sgd.sign_p == pytest.approx(sign_p) and sgd.adjusted_p == pytest.approx(holm_p)
+    assert finding.verdict == verdict
+    shown = [e.describe(finding.unit) for e in finding.evidence if e.context == "optimizer=sgd"]
+    assert f"(Holm over the claim's tests: {holm_p:.3g})" in shown[0]
+
+
+def test_a_claim_is_supported_when_every_test_is_each_at_alpha():
+    """All three tests must hold for "for every optimizer": an intersection-union test, so each
+    is judged at 0.05 unadjusted (6 of 6 wins, p = 2/64, supports where x3 would not), and the
+    page shows no Holm p for it."""
+    (claim,) = [c for c in load_claims("seed-report") if c.id == "a"]
+    rows = claim_frame([1.0] * 6)
+    rows = rows[rows["seed"] < 6].copy()
+    wins = rows["regularization"] == "batch_norm"
+    rows.loc[wins, "test_accuracy"] = 51.0 + rows.loc[wins, "seed"]  # every optimizer: 6 of 6
+    (finding,) = judge_claims([claim], rows, ["optimizer", "regularization"])
+    assert [e.comparison.sign_p for e in finding.evidence] == pytest.approx([2 / 64] * 3)
+    assert finding.verdict == "supported"
+    assert not any("Holm" in e.describe(finding.unit) for e in finding.evidence)
+
 # --- command line and bad input ---------------------------------------------------------------
 
 

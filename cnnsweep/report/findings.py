@@ -1,8 +1,14 @@
 """The report's claims, re-tested: each claim (from a TOML file a user can extend) becomes a
-row with the evidence from the study and a verdict: supported, contradicted or inconclusive."""
+row with the evidence from the study and a verdict: supported, contradicted or inconclusive.
+
+A claim of several tests (``within`` a factor's levels, or a list) is supported when every test
+is, each at ALPHA: all must hold, so an intersection-union test needs no adjustment. It is
+contradicted when any test shows the opposite, and "any of k" is k chances to be wrong: those
+sign tests are Holm-adjusted over the claim's tests first (the page shows the adjusted p)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass
@@ -13,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cnnsweep.errors import ConfigError, describe_validation_error
-from cnnsweep.report.stats import MIN_PAIRS, Comparison, compare, with_ranks
+from cnnsweep.report.stats import MIN_PAIRS, Comparison, compare, holm, with_ranks
 from cnnsweep.results import check_metric
 from cnnsweep.spec import BUILTIN_CLAIMS
 
@@ -102,6 +108,8 @@ class Evidence:
         low, high = c.difference_ci
         p_low, p_high = c.p_ci
         sign = "" if math.isnan(c.sign_p) else f", sign test p = {c.sign_p:.3g}"
+        if not math.isnan(c.adjusted_p) and c.adjusted_p != c.sign_p:
+            sign += f" (Holm over the claim's tests: {c.adjusted_p:.3g})"
         return (
             f"{where}{c.a} − {c.b} = {c.mean_difference:+.2f} {unit} "
             f"[{_num(low)}, {_num(high)}], P({c.a} > {c.b}) = {c.p_a_greater:.2f} "
@@ -164,12 +172,16 @@ def judge_claim(claim: Claim, frame: pd.DataFrame, factors: list[str]) -> Findin
                     f", {context}" if context else "")  # fmt: skip
             result = compare(part, test.factor, test.greater, test.lesser, claim.metric, factors)
             evidence.append(Evidence(context, result))
-    outcomes = [e.comparison.outcome for e in evidence]
     if not evidence:
         return Finding(claim, "inconclusive", evidence, "no runs to compare")
-    if "less" in outcomes:
+    supports = all(e.comparison.outcome == "greater" for e in evidence)  # each at ALPHA
+    # A test that went the opposite way is judged, and shown, with its Holm-adjusted p.
+    adjusted = holm([e.comparison for e in evidence])
+    evidence = [dataclasses.replace(e, comparison=c) if e.comparison.outcome == "less" else e
+                for e, c in zip(evidence, adjusted, strict=True)]  # fmt: skip
+    if any(e.comparison.outcome == "less" for e in evidence):
         verdict = "contradicted"
-    elif all(o == "greater" for o in outcomes):
+    elif supports:
         verdict = "supported"
     else:
         verdict = "inconclusive"
