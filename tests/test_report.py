@@ -149,6 +149,7 @@ def test_the_end_summary_names_the_planted_best_configuration(fixture_report):
     best, mattered, claims = files.summary
     assert best.startswith("best: ") and "test_accuracy" in best and "95% CI" in best
     assert "optimizer=adam" in best and "regularization=batch_norm" in best
+    assert "diverged" not in best  # the fixture's diverged run is not of the best configuration
     assert mattered.startswith("mattered most: regularization (") and "best batch_norm" in mattered
     assert claims.startswith("claims: ") and claims.endswith("(of 7)")
 
@@ -294,7 +295,6 @@ def test_holm_adjusts_the_sign_tests_of_a_table():
     assert [c.outcome for c in stats.holm(made)] == ["greater", "greater", "greater"]
 
 
-
 def claim_frame(sgd_differences: list[float]) -> pd.DataFrame:
     """Runs of batch norm vs dropout for three optimizers, one pair per seed: Adam's and
     RMSprop's pairs split evenly (no verdict), SGD's differences (batch norm - dropout) given."""
@@ -321,9 +321,9 @@ def claim_frame(sgd_differences: list[float]) -> pd.DataFrame:
 def test_a_claim_is_contradicted_only_past_holm_over_its_tests(
     sgd_differences, sign_p, holm_p, verdict
 ):
-    """"Batch norm beats dropout for every optimizer" has three tests: any one going the other
-    way would contradict it, so those are judged with their sign tests Holm-adjusted over the
-    three (the Adam and RMSprop tests, p = 1, leave SGD's smallest p multiplied by 3)."""
+    """Claim a (batch norm beats dropout for every optimizer) has three tests: any one going
+    the other way would contradict it, so those are judged with their sign tests Holm-adjusted
+    over the three (the Adam and RMSprop tests, p = 1, leave SGD's smallest p multiplied by 3)."""
     (claim,) = [c for c in load_claims("seed-report") if c.id == "a"]
     frame = claim_frame(sgd_differences)
     (finding,) = judge_claims([claim], frame, ["optimizer", "regularization"])
@@ -347,6 +347,7 @@ def test_a_claim_is_supported_when_every_test_is_each_at_alpha():
     assert [e.comparison.sign_p for e in finding.evidence] == pytest.approx([2 / 64] * 3)
     assert finding.verdict == "supported"
     assert not any("Holm" in e.describe(finding.unit) for e in finding.evidence)
+
 
 # --- command line and bad input ---------------------------------------------------------------
 
@@ -464,7 +465,15 @@ def test_a_study_whose_every_run_diverged_at_once_is_reported_without_curves(tmp
                                       "test_accuracy": 10.0, "history": [epoch]}, True)  # fmt: skip
     files = build_report(study_data(store), tmp_path / "out")
     assert not any(f.name.startswith("learning_curves") for f in files.figures), files.figures
-    assert "2 diverged" in files.html.read_text()
+    html = files.html.read_text()
+    assert "2 diverged" in html
+    # The best configuration is one of the two, at chance: the summary and its card say so.
+    # (two seeds of one configuration)
+    assert files.summary[0].endswith(
+        "test_accuracy 10.00 (mean of 2 runs, 95% CI [10.00, 10.00], all diverged)"
+    ), files.summary
+    card = html.split("Best configuration")[1].split("What mattered most")[0]
+    assert "<b>all diverged</b>" in card
 
 
 def test_epochs_are_drawn_on_whole_numbers(fixture_report):

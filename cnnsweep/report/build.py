@@ -266,6 +266,8 @@ def findings_summary(frame: pd.DataFrame, analysis: Analysis) -> list[str]:
         top = best[0]
         spread = (f"mean of {top['runs']} runs, 95% CI {top['ci']}" if top["runs"] > 1
                   else "one run")  # fmt: skip
+        if top["diverged"]:
+            spread += f", {'all' if top['diverged'] == top['runs'] else top['diverged']} diverged"
         lines.append(f"best: {top['configuration']}: {metric} {top['mean']:.2f} ({spread})")
     ranked = [e for e in analysis.effects if e.share == e.share]  # NaN shares: unknown
     if ranked:
@@ -360,13 +362,18 @@ def _effect_row(effect: FactorEffect, comparisons: list[tuple[str, Comparison]])
 
 
 def _configurations(finished: pd.DataFrame, metric: str) -> list[dict]:
+    """Each configuration's mean over its finished runs, best first, with how many of those
+    runs diverged (they count, at the accuracy they had, but a best configuration that diverged
+    must say so)."""
     summary = configuration_summary(finished, metric, ["configuration"])
     if summary.empty:
         return []
     higher = metric not in LOWER_IS_BETTER
+    diverged = finished[finished["state"] == RunState.DIVERGED].groupby("configuration").size()
     return [
         {"configuration": row.configuration, "runs": row.runs, "mean": row.mean,
-         "sd": _fmt(row.sd), "ci": _interval(row.ci_low, row.ci_high)}
+         "sd": _fmt(row.sd), "ci": _interval(row.ci_low, row.ci_high),
+         "diverged": int(diverged.get(row.configuration, 0))}
         for row in summary.sort_values("mean", ascending=not higher).itertuples()
     ]  # fmt: skip
 
