@@ -89,6 +89,7 @@ def _boot_id() -> str:
 
 STORE_PATIENCE_S = 300.0  # how long a worker retries a write while the database is unreachable
 FIRST_RETRY_S = 0.5  # the first pause before such a retry; each next one twice as long, up to 30 s
+ORPHAN_AGE_S = 600.0  # a search draw unnamed this long (by its own machine's clock) is set aside
 T = TypeVar("T")
 
 
@@ -746,7 +747,8 @@ class Store:
         for trial in self._trials(TrialState.RUNNING):
             attrs = trial.user_attrs
             if Attr.RUN_ID not in attrs and Attr.WORKER not in attrs:
-                continue  # not a run of cnnsweep's (or a search draw a moment old): untouched
+                self._set_aside_if_orphaned(trial, now, grace_seconds)
+                continue
             worker = attrs.get(Attr.WORKER) or {}
             beat = attrs.get(Attr.HEARTBEAT) or _timestamp(trial.datetime_start) or now
             if _worker_gone(worker, me):
@@ -765,6 +767,19 @@ class Store:
                 recovered.append(attrs.get(Attr.LABEL, str(trial.number)))
             # else: another process recovered it first
         return recovered
+
+    def _set_aside_if_orphaned(self, trial: FrozenTrial, now: float, grace: float) -> None:
+        """A running trial with no attributes: a search draw that Optuna's ``ask`` committed,
+        whose worker then lost the store (or died) before the transaction that names it. It is no
+        run and nothing counts it, but Optuna's own view would show it running for ever: once
+        it is ORPHAN_AGE_S old (or the grace, if longer) it is set aside. Its age is read on
+        the clock of the machine that drew it (Optuna's start time), not the study's, hence the
+        margin: a draw a moment old on a machine minutes behind is left to be named."""
+        started = _timestamp(trial.datetime_start)
+        if started is None or now - started <= max(grace, ORPHAN_AGE_S):
+            return
+        with interrupts_deferred(), contextlib.suppress(UpdateFinishedTrialError):
+            self._set_aside(trial._trial_id)  # another process may have set it aside first
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -151,6 +151,36 @@ def test_a_silent_worker_is_taken_over_and_its_late_result_refused(store_url):
     assert (record.state, record.result["test_accuracy"], record.attempts) == ("complete", 2.0, 2)
 
 
+def test_a_search_draw_never_named_is_set_aside_once_old(store_url):
+    """Optuna's ``ask`` committed a trial, then its worker lost the store before naming it: a
+    running trial with no attributes. Nothing counts it, but Optuna's view showed it running
+    for ever. Past ORPHAN_AGE_S (by its start time) the next recovery sets it aside (failed,
+    marked as no run); one a moment old, still to be named, is left alone, and so are runs."""
+    import datetime
+
+    from cnnsweep.store import ORPHAN_AGE_S
+
+    store = Store.open_or_create(store_url, "s")
+    store.enqueue_missing(runs(1))
+    live = store.claim(this_worker())
+
+    def draw(age_s: float) -> int:
+        trial = optuna.trial.create_trial(state=TrialState.RUNNING)
+        trial.datetime_start = datetime.datetime.now() - datetime.timedelta(seconds=age_s)
+        return store.storage.create_new_trial(store.study_id, template_trial=trial)
+
+    old, fresh = draw(ORPHAN_AGE_S + 60), draw(5)
+    before = store.records()
+    assert store.recover_stale(grace_seconds=120, max_attempts=3) == []  # no run recovered
+    again = Store.open(store_url, "s")  # as another process reads it
+    state = {t._trial_id: t.state for t in again.storage.get_all_trials(again.study_id)}
+    assert state[old] == TrialState.FAIL and state[fresh] == TrialState.RUNNING
+    assert state[live.trial_id] == TrialState.RUNNING
+    assert again.storage.get_trial(old).user_attrs == {"duplicate": True}
+    assert again.records() == before
+    assert again.recover_stale(grace_seconds=120, max_attempts=3) == []  # once is enough
+
+
 def test_on_postgresql_a_machine_whose_clock_runs_behind_keeps_its_run(postgres_url, monkeypatch):
     """Heartbeats and the check for silent workers read the database server's clock: a live
     worker on a machine whose clock is 10 minutes behind is not taken for silent (with its own
