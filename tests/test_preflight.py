@@ -43,3 +43,24 @@ def test_the_estimate_for_the_reports_alexnet_loads_no_torchdynamo(bars_folder):
                           timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "False"
+
+
+def test_runs_of_one_shape_are_measured_on_meta_once(bars_folder):
+    """A worker trains many runs of one shape (seeds, learning rates, optimizers, splits): the
+    model is measured once per shape, and what differs per run (optimizer state, data) still
+    counts in each run's footprint."""
+    from cnnsweep.preflight import _model_counts
+
+    data = load_data(bars_folder)
+    _model_counts.cache_clear()
+    adam = make_config(width=0.125, batch_size=8, batch_norm=True, optimizer="adam", lr=1e-3)
+    first = footprint(adam, data)
+    changes = ({"lr": 1e-4}, {"seed": 3}, {"optimizer": "sgd", "lr": 0.01})
+    again = [footprint(adam.model_copy(update=change), data) for change in changes]
+    info = _model_counts.cache_info()
+    assert (info.misses, info.hits) == (1, 3)
+    assert again[0] == again[1] == first
+    # SGD keeps one state tensor a parameter (momentum) where Adam keeps two.
+    assert first.bytes - again[2].bytes == 4 * first.parameters
+    footprint(adam.model_copy(update={"batch_size": 16}), data)  # another shape: measured
+    assert _model_counts.cache_info().misses == 2
