@@ -33,9 +33,8 @@ regularization = [{ batch_norm = true, dropout = false }, { batch_norm = false, 
 FAILED_INDEX, DIVERGED_INDEX, WAITING = 5, 9, (94, 95)  # run positions (0-based)
 
 
-def synthetic_result(config: dict, rng: np.random.Generator, dropout_wins: bool) -> dict:
-    bn_effect = -8.0 if dropout_wins else 8.0
-    accuracy = 55 + (bn_effect if config["batch_norm"] else 0) + rng.normal(0, 1.0)
+def synthetic_result(config: dict, rng: np.random.Generator) -> dict:
+    accuracy = 55 + (8.0 if config["batch_norm"] else 0) + rng.normal(0, 1.0)
     accuracy += 2.0 if config["optimizer"] == "adam" else 0
     epochs = 9 if config["split"] == 0.9 else 6
     train_acc = accuracy + (25 if config["dropout"] else 5)
@@ -62,7 +61,7 @@ PLANTED_TRACEBACK = (
 )
 
 
-def make_fixture_study(folder: Path, name: str = "fixture", dropout_wins: bool = False) -> Store:
+def make_fixture_study(folder: Path, name: str = "fixture") -> Store:
     study = Study(parse_spec(SPEC.replace("{name}", name), "fixture"), None)
     store = Store.open_or_create(str(folder / "journal.log"), study.name)
     store.set_document(study.document())
@@ -79,7 +78,7 @@ def make_fixture_study(folder: Path, name: str = "fixture", dropout_wins: bool =
             store.fail(claim.trial_id, "RuntimeError: out of memory (planted)",
                        traceback=PLANTED_TRACEBACK)  # fmt: skip
             continue
-        result = synthetic_result(claim.config, rng, dropout_wins)
+        result = synthetic_result(claim.config, rng)
         if index == DIVERGED_INDEX:
             result |= {"stop_reason": "diverged", "test_accuracy": 10.0, "train_loss": float("nan")}
         for epoch in result["history"]:

@@ -173,13 +173,23 @@ def test_runs_in_mixed_precisions_are_noted_on_the_page_and_at_the_end(fixture_r
     assert precision_note(frame, [*analysis.factors, "amp"]) is None
 
 
-def test_a_study_where_dropout_wins_contradicts_claim_a(tmp_path):
+def test_a_study_where_dropout_wins_contradicts_claim_a(fixture_report):
     """The verdicts the page shows (report/build.py judges the claims on the study's tidy frame
-    so), without drawing a second page."""
-    data = study_data(make_fixture_study(tmp_path, name="dropout-wins", dropout_wins=True))
+    so), without drawing a second page, nor storing a second study: the fixture's results with
+    batch norm's planted +8 points turned into -8."""
+    store, _, _ = fixture_report
+    data = study_data(store)
     factors = list(data.document["spec"]["grid"])
-    findings = judge_claims(load_claims("seed-report"), tidy_frame(data.results, factors), factors)
-    assert {f.claim.id: f.verdict for f in findings}["a"] == "contradicted"
+    results = data.results.copy()
+    planted = results["batch_norm"].astype(bool) & (results["stop_reason"] != "diverged")
+    results.loc[planted, "test_accuracy"] -= 16.0
+    findings = judge_claims(load_claims("seed-report"), tidy_frame(results, factors), factors)
+    verdicts = {f.claim.id: f.verdict for f in findings}
+    assert verdicts["a"] == "contradicted"
+    (claim_a,) = [f for f in findings if f.claim.id == "a"]
+    for evidence in claim_a.evidence:  # each optimizer: dropout ahead (8 points, less where
+        assert evidence.comparison.mean_difference < -4.0, evidence  # the diverged run pairs)
+        assert evidence.comparison.outcome == "less", evidence
 
 
 def test_page_loads_in_headless_chromium_without_console_errors(fixture_report, tmp_path):
