@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import pickle
@@ -19,6 +20,16 @@ SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 CIFAR_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
+
+
+def pytest_collection_finish(session) -> None:
+    """Once the test modules are imported (torch, pandas, Optuna, SQLAlchemy: millions of
+    objects that live as long as the session), move them out of the garbage collector's sight,
+    as gc's documentation advises for long-lived objects: its full collections otherwise walk
+    them all again and again. Measured on the 2-core AVX2-only CPU, over the store, report and
+    runner tests: the collector's time 16.1 s -> 7.2 s, the tests' 141 s -> 123 s."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)
@@ -150,9 +161,19 @@ def postgres():
 
 @pytest.fixture
 def postgres_url(postgres, request) -> str:
-    """A fresh database on the session's server, one per test."""
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[-50:].lower()
-    return postgres.create_database(name)
+    """A fresh database on the session's server, one per test, with Optuna's tables and no
+    study (a copy of one Optuna made them in)."""
+    return postgres.create_database(_database_name(request), postgres.optuna_template())
+
+
+@pytest.fixture
+def empty_postgres_url(postgres, request) -> str:
+    """A fresh database without even Optuna's tables (a mistyped name on the right server)."""
+    return postgres.create_database(_database_name(request))
+
+
+def _database_name(request) -> str:
+    return "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[-50:].lower()
 
 
 @pytest.fixture(scope="session")

@@ -75,12 +75,26 @@ class PostgresServer:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database: empty, or a copy of ``template`` (PostgreSQL copies it file by file)."""
         import psycopg
 
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
+
+    def optuna_template(self) -> str:
+        """The name of a database holding Optuna's schema and no study, made once by Optuna
+        itself: a copy of it is a new store as Optuna would find it after creating its tables,
+        and costs half the time (0.13 s, not 0.26 s, on the 2-core AVX2-only CPU)."""
+        if not getattr(self, "_template", None):
+            import optuna
+
+            storage = optuna.storages.RDBStorage(self.create_database("optuna_template"))
+            storage.engine.dispose()  # a template must have no connection when it is copied
+            self._template = "optuna_template"
+        return self._template
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -261,21 +261,21 @@ def test_interrupted_run_goes_back_to_the_queue(store_url):
     assert store.claim(this_worker()).attempt == 1
 
 
-def test_reading_a_database_without_optunas_tables_creates_none(postgres_url):
+def test_reading_a_database_without_optunas_tables_creates_none(empty_postgres_url):
     """A reading command (status, export, report, worker) pointed at an empty database, such as
     a mistyped name on the right server, finds no study and leaves the database as it was."""
     import psycopg
 
     def tables() -> list[str]:
-        with psycopg.connect(postgres_url) as connection:
+        with psycopg.connect(empty_postgres_url) as connection:
             query = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             return [row[0] for row in connection.execute(query)]
 
     with pytest.raises(StudyNotFound, match=r"no study 'x' in store .*studies there: none"):
-        Store.open(postgres_url, "x")
+        Store.open(empty_postgres_url, "x")
     assert tables() == []
-    Store.open_or_create(postgres_url, "x")  # the command that may create, creates
-    assert "version_info" in tables() and Store.open(postgres_url, "x").study_name == "x"
+    Store.open_or_create(empty_postgres_url, "x")  # the command that may create, creates
+    assert "version_info" in tables() and Store.open(empty_postgres_url, "x").study_name == "x"
 
 
 def test_opening_a_missing_study_creates_nothing(store_url, tmp_path):
