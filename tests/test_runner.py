@@ -446,7 +446,7 @@ def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
         # The other worker, between two runs as the kill came, looked for runs of dead workers
         # before its Ctrl-C: it found the victim's, failed it and enqueued it again.
         assert left.attempts == 1 and left.trial_number > victim.trial_number, left
-        assert ("running" not in {r.state for r in after.values()}), after
+        assert "running" not in {r.state for r in after.values()}, after
         return
     # Else it stays running, its worker gone: lost, and the next command takes it over at once.
     assert left.state == "running" and left.worker["pid"] == victim.worker["pid"], left
