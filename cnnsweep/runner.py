@@ -11,6 +11,7 @@ import logging
 import multiprocessing.connection
 import multiprocessing.context
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -359,9 +360,12 @@ PROGRESS_INTERVAL, PROGRESS_COST = 1.0, 10
 def _start_worker(
     context: multiprocessing.context.BaseContext, options: WorkerOptions, study_done=None
 ):
-    """A worker in this process's folder and environment (a fork server keeps its own);
+    """A worker in this process's folder and environment (a fork server keeps its own), taking
+    a Ctrl-C as this process does now (a fork server's workers would take it as the server did
+    when it started: ignored, if it was started while this process ignored SIGINT);
     ``study_done``, an event of ``context`` set once nothing is pending, ends its idle waits."""
-    arguments = (options, os.getcwd(), dict(os.environ), study_done)
+    takes_ctrl_c = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    arguments = (options, os.getcwd(), dict(os.environ), study_done, takes_ctrl_c)
     process = context.Process(target=worker_process, args=arguments, daemon=True)
     process.start()
     return process

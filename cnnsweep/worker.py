@@ -380,11 +380,15 @@ def worker_process(
     folder: str | None = None,
     environment: dict[str, str] | None = None,
     study_done: Waitable | None = None,
+    takes_ctrl_c: bool = True,
 ) -> None:
     """A local worker process started by `cnnsweep run`: spawned, or forked from a server that
     imported this module before (runner.worker_context). Either way it imports what training
     needs, never the report's plotting and statistics, and works in the folder and environment
-    of the command that started it (a server keeps those of the moment it started)."""
+    of the command that started it (a server keeps those of the moment it started), and takes
+    a Ctrl-C as that command does (``takes_ctrl_c``; ignored where it ignores SIGINT, as a
+    script's background job does)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler if takes_ctrl_c else signal.SIG_IGN)
     if folder is not None:
         os.chdir(folder)
     if environment is not None:

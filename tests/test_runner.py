@@ -454,6 +454,61 @@ def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
     assert store.recover_stale(grace_seconds=120, max_attempts=3) == [left.label]
 
 
+CTRL_C_OF_WORKERS = """
+import multiprocessing.forkserver, os, signal, sys, time
+from cnnsweep.launch import worker_context
+from cnnsweep.runner import _start_worker, open_study_store, run_dicts
+from cnnsweep.spec import load_study
+from cnnsweep.worker import WorkerOptions
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a script's background job starts
+context = worker_context(["cpu"])
+context.set_forkserver_preload(["cnnsweep.worker"])  # no TorchDynamo: no run gets that far
+multiprocessing.forkserver.ensure_running()  # the fork server starts so, and keeps it
+study = load_study(sys.argv[1])
+store = open_study_store(study, "journal.log", False)
+store.enqueue_missing(run_dicts(study))
+
+def ctrl_c_of_a_worker(wait):
+    worker = _start_worker(context, WorkerOptions("journal.log", study.name, device="cpu"))
+    while not any(r.state == "running" and (r.worker or {}).get("pid") == worker.pid
+                  for r in store.records()):
+        time.sleep(0.05)
+    os.kill(worker.pid, signal.SIGINT)
+    worker.join(timeout=wait)
+    alive = worker.exitcode is None
+    if alive:
+        worker.terminate()  # SIGTERM, which a worker takes as a Ctrl-C
+        worker.join(timeout=30)
+    return alive, worker.exitcode, sorted(str(r.state) for r in store.records())
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # the command now takes a Ctrl-C
+print(ctrl_c_of_a_worker(30))
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # and now ignores it
+print(ctrl_c_of_a_worker(1), flush=True)
+os._exit(0)  # no teardown of all that was imported: seconds here
+"""
+
+
+def test_a_worker_takes_a_ctrl_c_as_the_command_that_starts_it_does(tiny_spec, tmp_path):
+    """A fork server keeps the SIGINT disposition it started with, and its workers took it
+    from there: a server started while its process ignored SIGINT (a suite in the background
+    of a script, a test of which then takes Ctrl-C) made every later worker deaf to a Ctrl-C,
+    training on for 30 s until the command stopped waiting. A worker now takes it as the
+    process that starts it does at that moment: interrupted (130), its run put back; or,
+    where that process ignores SIGINT, ignored too (until a SIGTERM)."""
+    spec = tiny_spec(name="deaf", epochs=1000, seeds=1)
+    spec.write_text(spec.read_text().replace("patience = 10", "patience = 1000"))
+    done = subprocess.run([sys.executable, "-c", CTRL_C_OF_WORKERS, str(spec)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    takes, ignores = done.stdout.splitlines()[-2:]
+    # Interrupted: exit 130, its run waiting again (the four runs: none running).
+    assert takes == "(False, 130, ['waiting', 'waiting', 'waiting', 'waiting'])", done.stdout
+    # Ignored: still working 1 s on; then a SIGTERM stops it, its run put back all the same.
+    assert ignores == "(True, 130, ['waiting', 'waiting', 'waiting', 'waiting'])", done.stdout
+
+
 def test_a_sigterm_to_the_command_alone_stops_its_workers_and_puts_their_runs_back(
     tiny_spec, tmp_path, monkeypatch, capsys
 ):
@@ -839,8 +894,12 @@ def test_a_store_lost_for_longer_than_the_patience_ends_the_command_in_one_line(
     assert store.recover_stale(grace_seconds=-1, max_attempts=3) == ["split=0.7 seed=0"]
     # A worker process of `cnnsweep run` ends so too: one line, exit status 1.
     caplog.clear()
+    handler = signal.getsignal(signal.SIGINT)  # the worker sets its own: this process's, after
     with pytest.raises(SystemExit) as ended:
-        worker_process(WorkerOptions(journal, "script", device="cpu"))
+        try:
+            worker_process(WorkerOptions(journal, "script", device="cpu"))
+        finally:
+            signal.signal(signal.SIGINT, handler)
     assert ended.value.code == 1
     (said,) = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
     assert "\n" not in said and said.endswith("connection refused"), said
