@@ -373,7 +373,7 @@ def test_a_killed_worker_is_replaced_then_ctrl_c_puts_runs_back_and_the_same_com
 
 @pytest.mark.parametrize("put_back", ["stored", "store unreachable"])
 def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
-    put_back, tiny_spec, tmp_path, monkeypatch, caplog
+    put_back, tiny_spec, tmp_path, monkeypatch, caplog, ctrl_c_raises
 ):
     """Ctrl-C reaches `cnnsweep run` and its workers (SIGINT, as a terminal sends it) just as one
     worker is killed (by the OOM killer, say), so that worker cannot put its run back: the
@@ -382,8 +382,9 @@ def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
     Were the store out of reach by then, the command says so in one line and still exits 130,
     and the next command takes the dead worker's run over at once.
 
-    The command runs in this process (its workers are processes all the same); the Ctrl-C
-    comes as it reads the study's progress, once a run is in training."""
+    The command runs in this process (its workers are processes all the same), taking Ctrl-C
+    as at a terminal (its workers take it as it does); the Ctrl-C comes as it reads the study's
+    progress, once a run is in training."""
     from cnnsweep import runner
 
     # Runs far longer than the test (it interrupts them; no early stop): none can end between
