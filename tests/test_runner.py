@@ -338,8 +338,10 @@ def test_a_killed_worker_is_replaced_then_ctrl_c_puts_runs_back_and_the_same_com
         killed_at = time.time()
 
         def retried(records) -> list:  # taken over: running, or already done
+            # Its worker named too: a claim (RUNNING, started) and its worker's name are two
+            # writes, and a read between them once saw the claim alone.
             return [r for r in records if r.run_id == victim.run_id and r.attempts > 1
-                    and r.started_at]  # fmt: skip
+                    and r.started_at and r.worker]  # fmt: skip
 
         def taken_over_and_replaced(records) -> bool:
             workers = {r.worker["pid"] for r in records if r.worker}
