@@ -305,6 +305,19 @@ def test_holm_adjusts_the_sign_tests_of_a_table():
     assert [c.outcome for c in stats.holm(made)] == ["greater", "greater", "greater"]
 
 
+def test_holm_adjusted_is_statsmodels_holm():
+    """The adjustment written here gives statsmodels' values, ties and p-values near 1 too."""
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    cases = [[0.5], [0.01, 0.04, 0.03, 0.2], [0.02, 0.02, 0.02], [0.3, 0.9, 0.6, 0.8, 0.001]]
+    cases += [list(rng.uniform(0, 0.2, size)) for size in (2, 7, 30)]
+    cases += [list(rng.choice([0.001, 0.01, 0.05, 0.5], 12))]  # many ties
+    for p_values in cases:
+        expected = multipletests(p_values, method="holm")[1]
+        np.testing.assert_allclose(stats.holm_adjusted(p_values), expected, rtol=1e-12)
+
+
 def claim_frame(sgd_differences: list[float]) -> pd.DataFrame:
     """Runs of batch norm vs dropout for three optimizers, one pair per seed: Adam's and
     RMSprop's pairs split evenly (no verdict), SGD's differences (batch norm - dropout) given."""
