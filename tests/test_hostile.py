@@ -58,16 +58,27 @@ class Place:
 
 
 def snapshot(*roots: Path) -> dict[str, object]:
-    """Every file under ``roots`` with its bytes (others by kind), so any change is seen."""
+    """Every file under ``roots`` with its bytes (others by kind), so any change is seen. By
+    os.scandir, whose entries carry their kind: Path.rglob and a stat per test took 9 s of the
+    suite (three snapshots a case, 88 cases)."""
     state: dict[str, object] = {}
+
+    def walk(folder: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    state[entry.path] = ("link", os.readlink(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    with open(entry.path, "rb") as file:
+                        state[entry.path] = file.read()
+                elif entry.is_dir(follow_symlinks=False):
+                    state[entry.path] = "folder"
+                    walk(entry.path)
+                else:
+                    state[entry.path] = "special"
+
     for root in roots:
-        for path in sorted(root.rglob("*")):
-            if path.is_symlink():
-                state[str(path)] = ("link", os.readlink(path))
-            elif path.is_file():
-                state[str(path)] = path.read_bytes()
-            else:
-                state[str(path)] = "folder" if path.is_dir() else "special"
+        walk(str(root))
     return state
 
 
