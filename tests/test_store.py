@@ -538,11 +538,11 @@ def test_enqueues_racing_in_three_processes_create_each_run_once(store_url, tmp_
     script.write_text(
         "import sys\n"
         "from cnnsweep.store import Store\n"
-        "from tests.test_store import runs\n"
+        f"runs = {runs(150)!r}\n"  # written out: this module's imports cost 1 s a process
         "store = Store.open_or_create(sys.argv[1], 's')\n"
         "print('ready', flush=True)\n"
         "sys.stdin.readline()  # the go: all three start together\n"
-        "print(store.enqueue_missing(runs(150)))\n"
+        "print(store.enqueue_missing(runs))\n"
     )
     command = [sys.executable, str(script), store_url]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
