@@ -7,7 +7,9 @@ import io
 import os
 import pickle
 import signal
+import struct
 import tarfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +131,17 @@ def write_image_folder(
             for i in range(count):
                 Image.fromarray(pattern_image(label, rng, size), "L").save(folder / f"{i:04d}.png")
     return root
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares a huge size (a decompression bomb's header), with no pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def tar_folder(folder: Path, archive: Path) -> Path:

@@ -23,6 +23,7 @@ from tests.conftest import (
     CIFAR_CLASSES,
     SHARED_ARCHIVE,
     add_member,
+    png_header,
     tar_folder,
     write_cifar_archive,
     write_cifar_folder,
@@ -395,6 +396,18 @@ def test_corrupt_image_is_named(tmp_path, private_cache):
     bad = root / "train" / "class1" / "0001.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(DataError, match=r"corrupt image .*class1/0001\.png"):
+        load_data(root)
+    assert cache_entries(private_cache) == []
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])
+def test_an_image_past_pillows_bomb_limits_is_refused(side, tmp_path, private_cache):
+    """10,000 x 10,000 pixels is past Pillow's warning limit (89.5 million pixels; a warning
+    only, were it not made an error), 20,000 x 20,000 past its error limit: both are refused,
+    and the images decoded beside them are cached nowhere."""
+    root = write_image_folder(tmp_path / "d", train_per_class=2, test_per_class=1, classes=2)
+    (root / "train" / "class1" / "huge.png").write_bytes(png_header(side, side))
+    with pytest.raises(DataError, match=r"image too large .*class1/huge\.png"):
         load_data(root)
     assert cache_entries(private_cache) == []
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import struct
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from cnnsweep.cli import main
-from tests.conftest import write_cifar_folder, write_image_folder
+from tests.conftest import png_header, write_cifar_folder, write_image_folder
 
 FIXTURE_JOURNAL = Path(__file__).parent / "fixtures" / "store-0.1.0" / "journal.log"
 FIXTURE_SPEC = Path(__file__).parent / "fixtures" / "store-0.1.0" / "upgrade.toml"
@@ -131,17 +129,6 @@ def place(laid_out, template, monkeypatch):
         _lay_out(template, laid_out.root, laid_out.cache)
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that declares a huge size (a decompression bomb's header), with no pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 def _write_bad_data(root: Path) -> None:
     bars = root / "bars"
     # A class folder with one image that is not an image.
@@ -170,7 +157,7 @@ def _write_bad_data(root: Path) -> None:
     # A decompression bomb among good images.
     bomb = root / "bomb"
     shutil.copytree(bars, bomb)
-    (bomb / "train" / "class3" / "huge.png").write_bytes(_png_header(20000, 20000))
+    (bomb / "train" / "class3" / "huge.png").write_bytes(png_header(20000, 20000))
     # Images too small for AlexNet's three poolings.
     write_image_folder(root / "tiny", train_per_class=4, test_per_class=2, classes=3, size=4)
     # CIFAR-10 batches whose labels are out of range.
