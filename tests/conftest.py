@@ -6,9 +6,13 @@ import gc
 import io
 import os
 import pickle
+import shutil
 import signal
 import struct
+import subprocess
+import sys
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +28,34 @@ CIFAR_CLASSES = (
 )  # fmt: skip
 
 
+# The real data set's decode (13 s on 2 AVX2 cores, most of it in a pool of processes) starts
+# in a process of its own as the session starts, beside the collection's imports (about 9 s on
+# one core), and fills the session's decode cache: the first test that needs it waits for the
+# rest, then loads the cache. The decode is the one the tests would make, only sooner.
+REAL_DECODE = pytest.StashKey[tuple[subprocess.Popen, Path]]()
+
+
+def pytest_configure(config) -> None:
+    if SHARED_ARCHIVE.is_file():
+        cache = Path(tempfile.mkdtemp(prefix="cnnsweep-session-cache-"))
+        code = "import sys\nfrom cnnsweep.data import load_data\nload_data(sys.argv[1])"
+        decode = subprocess.Popen(
+            [sys.executable, "-c", code, str(SHARED_ARCHIVE)], cwd=REPO,
+            env={**os.environ, "CNNSWEEP_CACHE": str(cache)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # an error: repeated in the test
+        )  # fmt: skip
+        config.stash[REAL_DECODE] = (decode, cache)
+
+
+def pytest_unconfigure(config) -> None:
+    if REAL_DECODE in config.stash:
+        decode, cache = config.stash[REAL_DECODE]
+        if decode.poll() is None:
+            decode.kill()
+        decode.wait()
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def pytest_collection_finish(session) -> None:
     """Once the test modules are imported (torch, pandas, Optuna, SQLAlchemy: millions of
     objects that live as long as the session), move them out of the garbage collector's sight,
@@ -33,6 +65,9 @@ def pytest_collection_finish(session) -> None:
     machine's drift from hour to hour)."""
     gc.collect()
     gc.freeze()
+    needed = any("real_cifar" in getattr(item, "fixturenames", ()) for item in session.items)
+    if not needed and REAL_DECODE in session.config.stash:  # no test here uses the real data
+        session.config.stash[REAL_DECODE][0].kill()
 
 
 @pytest.fixture(autouse=True)
@@ -53,14 +88,19 @@ def ctrl_c_raises() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def session_cache(tmp_path_factory) -> Path:
+def session_cache(pytestconfig, tmp_path_factory) -> Path:
     """The cache that holds the real data set, decoded once for the whole session."""
+    if REAL_DECODE in pytestconfig.stash:
+        return pytestconfig.stash[REAL_DECODE][1]
     return tmp_path_factory.mktemp("session-cache")
 
 
 @pytest.fixture(scope="session")
-def real_cifar(session_cache):
-    """The real CIFAR-10 (JPEG) from the shared archive, decoded once per test session."""
+def real_cifar(pytestconfig, session_cache):
+    """The real CIFAR-10 (JPEG) from the shared archive, decoded once per test session (by the
+    process pytest_configure started; were it to fail, the load here says why)."""
+    if REAL_DECODE in pytestconfig.stash:
+        pytestconfig.stash[REAL_DECODE][0].wait()
     if not SHARED_ARCHIVE.is_file():
         message = f"shared data archive not found at {SHARED_ARCHIVE}"
         if os.environ.get("CI"):
