@@ -18,6 +18,12 @@ def modules_after(code: str, cwd: Path | None = None) -> set[str]:
     return set(done.stdout.splitlines()[-1].split())  # the last line: the probe's
 
 
+def loaded_top_level_modules(connection) -> None:
+    """Run in a worker's place: the top-level modules loaded there, sent back."""
+    connection.send(sorted({m.split(".")[0] for m in sys.modules}))
+    connection.close()
+
+
 def test_a_worker_imports_no_report_code():
     from cnnsweep import launch, runner
 
@@ -26,8 +32,17 @@ def test_a_worker_imports_no_report_code():
     # loaded before the worker's first run.
     assert runner.worker_process.__module__ == "cnnsweep.worker"
     assert launch.WORKER_IMPORTS == ["cnnsweep.worker_server"]  # which imports cnnsweep.worker
-    loaded = modules_after("\n".join(f"import {name}" for name in launch.WORKER_IMPORTS))
-    assert "torch" in loaded
+    # What a CPU worker has loaded: a process forked as `cnnsweep run` forks its workers, from
+    # the fork server (an interpreter of its own, started by this session's first study or now).
+    context = launch.start_worker_server(["cpu"])
+    assert context.get_start_method() == "forkserver"
+    here, there = context.Pipe(duplex=False)
+    process = context.Process(target=loaded_top_level_modules, args=(there,))
+    process.start()
+    there.close()
+    loaded = set(here.recv())
+    process.join(timeout=30)
+    assert "torch" in loaded and "cnnsweep" in loaded
     assert not loaded & {"matplotlib", "scipy", "jinja2", "pandas"}, loaded
     # `cnnsweep run` starts that server before its own imports: launch.py imports no torch.
     assert "torch" not in modules_after("import cnnsweep.launch")
