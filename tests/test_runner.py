@@ -460,14 +460,17 @@ def test_a_worker_killed_as_the_command_is_interrupted_leaves_no_run_running(
 CTRL_C_OF_WORKERS = """
 import multiprocessing.forkserver, os, signal, sys, time
 from cnnsweep.launch import worker_context
-from cnnsweep.runner import _start_worker, open_study_store, run_dicts
-from cnnsweep.spec import load_study
-from cnnsweep.worker import WorkerOptions
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a script's background job starts
 context = worker_context(["cpu"])
 context.set_forkserver_preload(["cnnsweep.worker"])  # no TorchDynamo: no run gets that far
-multiprocessing.forkserver.ensure_running()  # the fork server starts so, and keeps it
+# The fork server starts so, and keeps it; before this process's imports, as the command's
+# does, so that its imports and the server's run side by side.
+multiprocessing.forkserver.ensure_running()
+from cnnsweep.runner import _start_worker, open_study_store, run_dicts
+from cnnsweep.spec import load_study
+from cnnsweep.worker import WorkerOptions
+
 study = load_study(sys.argv[1])
 store = open_study_store(study, "journal.log", False)
 store.enqueue_missing(run_dicts(study))
