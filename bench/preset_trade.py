@@ -89,7 +89,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
+    before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _measure_variants(args, parser)
+    finally:  # given back: main() may run in a process with other work (the tests)
+        torch.set_num_threads(before)
+
+
+def _measure_variants(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict]:
     seeds = [int(seed) for seed in args.seeds.split(",")]
     configs = measured_configs(args.study, args.preset)
     variants = [(text, parse_variant(text)) for text in args.variant or [""]]

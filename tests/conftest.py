@@ -77,6 +77,18 @@ def private_cache(tmp_path_factory, monkeypatch) -> Path:
     return cache
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_kept() -> Iterator[None]:
+    """Torch's CPU threads in this process, as they were before the test. A benchmark's main()
+    run here sets them to a worker's share (bench/preset_trade.py: 1) for the rest of its
+    process: every later test that trained in this process then trained on one core of two."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def ctrl_c_raises() -> Iterator[None]:
     """A Ctrl-C (SIGINT) to this process raises KeyboardInterrupt during the test, as at a

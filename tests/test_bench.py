@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 from tests.conftest import REPO, SHARED_ARCHIVE
@@ -110,9 +111,13 @@ def test_preset_trade_measures_each_variant_on_the_reports_best_configuration(
                                                                (64, 0.9)]  # fmt: skip
     tiny = "width=0.0625, max_train_images=200, train_eval_images=0, max_epochs="
     out = tmp_path / "trade.json"
+    threads = torch.get_num_threads()
     rows = trade.main(["--data", str(SHARED_ARCHIVE), "--seeds", "0", "--no-amp", "--json",
                        str(out), "--variant", tiny + "1", "--variant", tiny + "2"])  # fmt: skip
     assert json.loads(out.read_text()) == rows
+    # Its one thread (a worker's) given back: left at 1, every later test in this process that
+    # trained trained on one core.
+    assert torch.get_num_threads() == threads
     assert [row["overrides"]["max_epochs"] for row in rows] == [1, 2]
     assert [row["epochs_trained"] for row in rows] == [[1] * 4, [2] * 4]  # the overrides trained
     assert rows[0]["overrides"]["width"] == 0.0625  # read as TOML: a float, not a string
