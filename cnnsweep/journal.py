@@ -247,7 +247,7 @@ class CheckedJournalStorage(JournalStorage):
     def create_waiting_trials(self, study_id: int, waiting: list) -> None:
         """Many WAITING trials in one append (one write, one fsync): each line the one Optuna's
         create_new_trial writes for a template trial of those user attributes, parameters and
-        distributions (``waiting``: rdb.WaitingTrial, or anything with those three)."""
+        distributions (``waiting``: waiting.WaitingTrial, or anything with those three)."""
         worker_id = self._replay_result.worker_id
         as_json: dict[int, str] = {}  # one distribution serves many trials: serialised once
         entries = []

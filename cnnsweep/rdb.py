@@ -16,7 +16,6 @@ import itertools
 import json
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
@@ -42,6 +41,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
 from cnnsweep.schema import EPOCH_PREFIX, Attr
+from cnnsweep.waiting import HEAD, WaitingTrial, waiting_twins
 
 # Alembic revisions of Optuna's RDB schema (``storage.get_current_version()``) this module knows:
 # v3.2.0.a is the schema of every Optuna from 3.2 to 5.x (cnnsweep allows 4.3 to 5.x; its store
@@ -79,7 +79,6 @@ params = Table(
     Column("param_value", Float),
     Column("distribution_json", Text),
 )
-HEAD = 16  # waiting trials read per claim: enough to get past those other workers just took
 
 
 def has_optuna_tables(url: str) -> bool:
@@ -110,15 +109,6 @@ def supports(storage: object) -> bool:
         and storage.engine.dialect.name == "postgresql"
         and storage.get_current_version() in SCHEMA_VERSIONS
     )
-
-
-@dataclass(frozen=True)
-class WaitingTrial:
-    """A trial to create as WAITING: its user attributes and categorical parameters."""
-
-    user_attrs: dict[str, Any]
-    params: dict[str, Any]
-    distributions: dict[str, BaseDistribution]
 
 
 class StudyQueries:
@@ -328,22 +318,6 @@ class StudyQueries:
         for target, rows in ((user_attrs, attr_rows), (params, param_rows)):
             if rows:
                 connection.execute(target.insert(), rows)
-
-
-def waiting_twins(present: list[tuple[str, int, int, TrialState]]) -> list[int]:
-    """Of (run id, trial id, number, state) rows, the waiting trials of a run that has another
-    trial finished, running, or waiting with a lower number: left by two enqueues of an earlier
-    cnnsweep racing (this one enqueues under a lock), and never to be trained."""
-    rank = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.RUNNING: 1}
-    keep: dict[str, tuple[int, int]] = {}
-    for run_id, _, number, state in present:
-        key = (rank.get(state, 2), number)
-        keep[run_id] = min(keep.get(run_id, key), key)
-    return [
-        trial_id
-        for run_id, trial_id, number, state in present
-        if state == TrialState.WAITING and (2, number) != keep[run_id]
-    ]
 
 
 def _move(

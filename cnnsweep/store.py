@@ -37,7 +37,6 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from cnnsweep import rdb
 from cnnsweep.errors import CnnsweepError, first_line, unreachable
 from cnnsweep.identity import IDENTITY_VERSION, KNOWN_VERSIONS
 from cnnsweep.interrupts import interrupts_deferred
@@ -52,6 +51,7 @@ from cnnsweep.schema import (
     intermediate_value,
 )
 from cnnsweep.spec import check_name
+from cnnsweep.waiting import HEAD, WaitingTrial, waiting_twins
 
 log = logging.getLogger("cnnsweep.store")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -237,6 +237,8 @@ def _open_storage(url: str, create: bool) -> BaseStorage | None:
             f"cannot parse store URL {redact(url)}: its user:password part holds an unencoded "
             "'@' or '/' (percent-encode them: %40, %2F)"
         )
+    from cnnsweep import rdb  # SQLAlchemy's queries: loaded for a database only
+
     try:
         if not create and not rdb.has_optuna_tables(url):
             return None
@@ -298,13 +300,21 @@ class Store:
         self.url = url
         self.study_id = storage.get_study_id_from_name(study_name)
         # PostgreSQL with a schema rdb.py knows: queries that read only what each step needs.
-        self._sql = rdb.StudyQueries(storage, self.study_id) if rdb.supports(storage) else None
+        self._sql = None
+        if isinstance(storage, RDBStorage):  # a journal file loads no SQLAlchemy
+            from cnnsweep import rdb
+
+            self._sql = rdb.StudyQueries(storage, self.study_id) if rdb.supports(storage) else None
 
     def now(self) -> float:
         """Seconds since the epoch by the study's clock: on PostgreSQL the server's, so that the
         heartbeats of many machines and the check for silent ones read one clock (a machine
         whose own clock runs minutes behind would otherwise look silent, and lose its runs);
         on a journal file, this machine's."""
+        if not isinstance(self.storage, RDBStorage):
+            return time.time()
+        from cnnsweep import rdb
+
         server = rdb.server_clock(self.storage)
         return time.time() if server is None else server
 
@@ -407,10 +417,10 @@ class Store:
         enqueueing one study at the same moment never enqueue a run twice.
         """
 
-        def missing(present: set[str]) -> list[rdb.WaitingTrial]:
+        def missing(present: set[str]) -> list[WaitingTrial]:
             distributions = self._distributions(runs)
             return [
-                rdb.WaitingTrial(_enqueued_attrs(run, 1), params, _subset(distributions, params))
+                WaitingTrial(_enqueued_attrs(run, 1), params, _subset(distributions, params))
                 for run in runs
                 if run[Attr.RUN_ID] not in present
                 for params in [_known_levels(run, distributions)]
@@ -425,7 +435,7 @@ class Store:
                 if t.state != TrialState.FAIL and Attr.RUN_ID in t.user_attrs
                 and not t.user_attrs.get(Attr.DUPLICATE)
             ]  # fmt: skip
-            for trial_id in rdb.waiting_twins(present):
+            for trial_id in waiting_twins(present):
                 self._set_aside(trial_id)
             waiting = missing({run_id for run_id, *_ in present})
             if isinstance(self.storage, CheckedJournalStorage):
@@ -520,7 +530,7 @@ class Store:
         if self._sql is not None:
             return self._sql.waiting_head()
         waiting = [t for t in self._trials(TrialState.WAITING) if Attr.RUN_ID in t.user_attrs]
-        return [t._trial_id for t in heapq.nsmallest(rdb.HEAD, waiting, key=lambda t: t.number)]
+        return [t._trial_id for t in heapq.nsmallest(HEAD, waiting, key=lambda t: t.number)]
 
     def ask(
         self,
@@ -683,7 +693,7 @@ class Store:
         retry = None
         if enqueue_attempt is not None:  # the retry keeps the trial's parameters (0.2.0: none)
             attrs = _enqueued_attrs(trial.user_attrs, enqueue_attempt)
-            retry = rdb.WaitingTrial(attrs, trial.params, trial.distributions)
+            retry = WaitingTrial(attrs, trial.params, trial.distributions)
         with interrupts_deferred():
             if self._sql is not None:  # one transaction: never failed with the retry lost
                 return self._sql.close_failed(trial_id, failure, retry)
@@ -862,7 +872,7 @@ def _subset(distributions: dict[str, Any], params: dict[str, Any]) -> dict[str, 
     return {name: distributions[name] for name in params}
 
 
-def _waiting_template(waiting: rdb.WaitingTrial) -> FrozenTrial:
+def _waiting_template(waiting: WaitingTrial) -> FrozenTrial:
     return optuna.trial.create_trial(
         state=TrialState.WAITING, user_attrs=waiting.user_attrs, params=waiting.params,
         distributions=waiting.distributions,
