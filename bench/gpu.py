@@ -50,7 +50,7 @@ from cnnsweep.data import load_data
 from cnnsweep.data.splits import split_indices
 from cnnsweep.devices import bf16_supported, resolve_device
 from cnnsweep.flops import matmul_peak_flops, training_flops_per_image
-from cnnsweep.launch import start_worker_server
+from cnnsweep.launch import adopt, start_worker_server
 from cnnsweep.machine import usable_cores
 from cnnsweep.spec import builtin_specs
 from cnnsweep.train import train
@@ -214,7 +214,11 @@ def concurrent(data_path, device, scale: Scale, mode: str, flops_per_image: floa
     rows = []
     context = start_worker_server([device.type])  # on a CPU: started by main(), already up
     largest = max(scale.concurrency)
-    with context.Manager() as manager, context.Pool(largest) as pool:
+    # In this process's folder and environment, not the fork server's: a $CNNSWEEP_CACHE set
+    # since the server started (as a test sets its own) would otherwise miss the decode cache
+    # that main() filled, and each process would decode the whole data set again (16 s here).
+    start = (os.getcwd(), dict(os.environ))
+    with context.Manager() as manager, context.Pool(largest, adopt, start) as pool:
         for k in scale.concurrency:
             if budget.left() < 2 * scale.window_s + 10:
                 rows.append({"k": k, "skipped": "budget"})

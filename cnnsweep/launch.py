@@ -17,8 +17,9 @@ import glob
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 WORKER_IMPORTS = ["cnnsweep.worker_server"]
 
@@ -40,6 +41,18 @@ def start_worker_server(device_types: Sequence[str]) -> multiprocessing.context.
     if context.get_start_method() == "forkserver":
         multiprocessing.forkserver.ensure_running()
     return context
+
+
+def adopt(folder: str | None, environment: Mapping[str, str] | None) -> None:
+    """In a process forked from the fork server: the working folder and environment of the
+    process that asked for it, as they are now. The server keeps those of the moment it started,
+    so a child would otherwise read, say, a ``$CNNSWEEP_CACHE`` changed since then, miss the
+    decode cache its parent filled, and decode the data set again."""
+    if folder is not None:
+        os.chdir(folder)
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 # A machine where none of these exists has no GPU that torch could use (NVIDIA's, ROCm's).

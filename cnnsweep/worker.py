@@ -34,6 +34,7 @@ from cnnsweep.data.dataset import signature_difference
 from cnnsweep.devices import resolve_device
 from cnnsweep.errors import ConfigError, DataError, first_line, unreachable
 from cnnsweep.interrupts import raise_terminated
+from cnnsweep.launch import adopt
 from cnnsweep.paths import file_in_the_way
 from cnnsweep.schema import intermediate_value
 from cnnsweep.spec import Study, study_from_document
@@ -389,11 +390,7 @@ def worker_process(
     a Ctrl-C as that command does (``takes_ctrl_c``; ignored where it ignores SIGINT, as a
     script's background job does)."""
     signal.signal(signal.SIGINT, signal.default_int_handler if takes_ctrl_c else signal.SIG_IGN)
-    if folder is not None:
-        os.chdir(folder)
-    if environment is not None:
-        os.environ.clear()
-        os.environ.update(environment)
+    adopt(folder, environment)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         run_worker(options, study_done=study_done)

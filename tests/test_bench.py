@@ -78,6 +78,10 @@ def test_gpu_benchmark_smoke_runs_every_section_on_cpu(
         # Overlap 0.92-0.97 here, 0.67-0.71 on the simulated AVX2 CPU; runs of fixed epochs, as
         # before the shared window, overlapped 0.18 here (and 0-0.55 on the H200).
         assert row["overlap"] > 0.4 and 0 < row["mfu"] < 1, row
+    # Its processes read the decode cache main() filled: 4 s here. Forked with the environment
+    # of the fork server (started by an earlier test, with that test's $CNNSWEEP_CACHE), each
+    # decoded the whole data set again, and the section took 20 s.
+    assert figures["section_s"]["concurrent"] < 12, figures["section_s"]
     (row,) = figures["stacked"]  # (b2): P = 2 on a CPU (1, 2, 4, 8, eager and graphed, on a GPU)
     assert row["p"] == 2 and row["mode"] == "eager" and row["img_per_s"] > 0, row
     study = figures["study"]  # (c): every seed48 configuration, finished, claims re-tested

@@ -1,6 +1,7 @@
 """Layers: a worker loads what training needs and nothing of the report; reading a stored study
 by name loads no torch; the report reads frames, not the store."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,25 @@ def test_a_worker_imports_no_report_code():
     assert "sqlalchemy" not in loaded, loaded
     # `cnnsweep run` starts that server before its own imports: launch.py imports no torch.
     assert "torch" not in modules_after("import cnnsweep.launch")
+
+
+def folder_and_cache() -> tuple[str, str | None]:
+    """Run in a process forked from the server: where it works, and the cache it would use."""
+    return os.getcwd(), os.environ.get("CNNSWEEP_CACHE")
+
+
+def test_a_process_forked_from_the_server_works_where_its_parent_does_now(tmp_path, monkeypatch):
+    """The server keeps the folder and environment of the moment it started (this session's
+    first study, or now): launch.adopt gives its children their parent's, as they are now."""
+    from cnnsweep import launch
+
+    context = launch.start_worker_server(["cpu"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CNNSWEEP_CACHE", str(tmp_path / "cache-now"))
+    with context.Pool(1) as pool:  # as the server has them
+        assert pool.apply(folder_and_cache) != (str(tmp_path), str(tmp_path / "cache-now"))
+    with context.Pool(1, launch.adopt, (os.getcwd(), dict(os.environ))) as pool:
+        assert pool.apply(folder_and_cache) == (str(tmp_path), str(tmp_path / "cache-now"))
 
 
 def test_the_fork_server_serves_cpus_only(tmp_path, monkeypatch):
