@@ -4,4 +4,4 @@ Grids of configurations over seeds, each trained fast with early stopping; every
 none lost or run twice; a report that answers the study's questions.
 """
 
-__version__ = "0.7.10"
+__version__ = "0.7.11"
